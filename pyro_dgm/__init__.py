@@ -1,0 +1,16 @@
+"""pyro_dgm: deep generative models as Pyro programs, trained by one ``fit``.
+
+>>> import pyro_dgm
+>>> sorted(n for n in ("fit", "evaluate", "to_arviz") if hasattr(pyro_dgm, n))
+['evaluate', 'fit', 'to_arviz']
+"""
+
+from . import data, inference, models
+from .fit import FitResult, FitState, NonFiniteLossError, fit
+from .evaluation import evaluate
+from .arviz import to_arviz
+
+__version__ = "0.1.0"
+
+__all__ = ["fit", "evaluate", "to_arviz", "FitResult", "FitState", "NonFiniteLossError",
+           "data", "inference", "models", "__version__"]

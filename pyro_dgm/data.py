@@ -1,0 +1,274 @@
+"""Data sets: scikit-learn's digits (bundled), 2-D toys (generated), MNIST from local files.
+
+Nothing is downloaded. Every loader returns float tensors of shape
+``(N, *event_shape)``; a seed fixes both the split and any randomness.
+
+Digits split (``seed`` permutes the 1,797 images, then): the first 1,257 are
+``"train"``, the next 180 ``"val"`` and the last 360 ``"test"``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .registry import register_data
+
+__all__ = [
+    "load_digits", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",
+    "load_mnist", "DynamicBinarized", "DIGITS_SPLIT", "split_indices",
+]
+
+DIGITS_SPLIT = {"train": (0, 1257), "val": (1257, 1437), "test": (1437, 1797)}
+DIGITS_LEVELS = 17  # pixel values 0..16
+
+
+def binarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """1.0 where ``x >= threshold``, else 0.0."""
+    return (x >= threshold).to(torch.get_default_dtype())
+
+
+def dequantize(levels: torch.Tensor, num_levels: int, generator=None) -> torch.Tensor:
+    """Uniform dequantization: integer levels k in {0..L-1} -> (k + u) / L in [0, 1).
+
+    A continuous density p on [0, 1)^D fitted to these values bounds the
+    discrete log-likelihood: log P(k) >= E_u[log p((k + u)/L)] - D log L.
+    """
+    u = torch.rand(levels.shape, generator=generator, dtype=torch.get_default_dtype())
+    return (levels.to(u.dtype) + u) / num_levels
+
+
+def split_indices(n: int, split: str, seed: int, bounds: dict) -> torch.Tensor:
+    if split not in bounds:
+        raise ValueError(f"split: expected one of {sorted(bounds)}, got {split!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    lo, hi = bounds[split]
+    return torch.randperm(n, generator=g)[lo:hi]
+
+
+def load_digits(split: str = "train", kind: str = "binary", seed: int = 0, flatten: bool = True,
+                image: bool = False) -> torch.Tensor:
+    """scikit-learn's 8x8 handwritten digits.
+
+    Args:
+        split: "train" (1,257), "val" (180) or "test" (360), see ``DIGITS_SPLIT``.
+        kind: "binary" (pixel >= 8 -> 1), "continuous" (uniformly dequantized
+            to [0, 1), with a fixed noise draw per ``seed``) or "levels"
+            (the raw integers 0..16 as floats).
+        flatten: shape (N, 64); else (N, 1, 8, 8) (``image=True`` is the same).
+
+    Example::
+
+        >>> from pyro_dgm.data import load_digits
+        >>> load_digits("test").shape
+        torch.Size([360, 64])
+    """
+    from sklearn.datasets import load_digits as _sk_digits
+
+    if kind not in ("binary", "continuous", "levels"):
+        raise ValueError(f"kind: expected 'binary', 'continuous' or 'levels', got {kind!r}")
+    raw = torch.as_tensor(_sk_digits().images, dtype=torch.get_default_dtype())  # (1797, 8, 8)
+    raw = raw[split_indices(raw.shape[0], split, seed, DIGITS_SPLIT)]
+    if kind == "binary":
+        x = binarize(raw, 8.0)
+    elif kind == "continuous":
+        g = torch.Generator().manual_seed(int(seed) + {"train": 1, "val": 2, "test": 3}[split])
+        x = dequantize(raw, DIGITS_LEVELS, generator=g)
+    else:
+        x = raw
+    if image or not flatten:
+        return x.unsqueeze(1)
+    return x.reshape(x.shape[0], -1)
+
+
+# ---------------------------------------------------------------- 2-D toys
+
+TOY_NAMES = ("8gaussians", "25gaussians", "moons", "circles", "checkerboard", "spirals")
+
+
+def mode_centers(name: str) -> torch.Tensor:
+    """Centers of the mixture components of "8gaussians" (radius 2) and "25gaussians" (grid -4..4)."""
+    if name == "8gaussians":
+        angles = torch.arange(8) * (2 * math.pi / 8)
+        return 2.0 * torch.stack([angles.cos(), angles.sin()], -1)
+    if name == "25gaussians":
+        g = torch.arange(-4.0, 5.0, 2.0)
+        return torch.cartesian_prod(g, g)
+    raise ValueError(f"name: only '8gaussians' and '25gaussians' have modes, got {name!r}")
+
+
+#: Standard deviation of each component of the Gaussian-mixture toys.
+TOY_STD = {"8gaussians": 0.1, "25gaussians": 0.1}
+
+
+def toy_2d(name: str, n: int = 2000, seed: int = 0, noise: float | None = None) -> torch.Tensor:
+    """Sample ``n`` points of a 2-D toy distribution, shape (n, 2).
+
+    ``name`` is one of ``TOY_NAMES``: "8gaussians" (8 modes on a circle of
+    radius 2, std 0.1), "25gaussians" (a 5x5 grid at -4..4, std 0.1), "moons",
+    "circles", "checkerboard" (on [-4, 4]^2) and "spirals".
+    """
+    if name not in TOY_NAMES:
+        raise ValueError(f"name: unknown toy {name!r}; expected one of {TOY_NAMES}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected an integer >= 1, got {n!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    randn = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    rand = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    if name in TOY_STD:
+        centers = mode_centers(name)
+        std = TOY_STD[name] if noise is None else noise
+        idx = torch.randint(len(centers), (n,), generator=g)
+        return centers[idx] + std * randn(n, 2)
+    if name == "moons":
+        from sklearn.datasets import make_moons
+        x, _ = make_moons(n, noise=0.05 if noise is None else noise, random_state=int(seed))
+        return torch.as_tensor((x - [0.5, 0.25]) * 2.0, dtype=torch.get_default_dtype())
+    if name == "circles":
+        from sklearn.datasets import make_circles
+        x, _ = make_circles(n, factor=0.5, noise=0.05 if noise is None else noise, random_state=int(seed))
+        return torch.as_tensor(x * 3.0, dtype=torch.get_default_dtype())
+    if name == "checkerboard":
+        x1 = rand(n) * 8 - 4
+        x2 = rand(n) * 2 - 1 + 2 * torch.randint(-2, 2, (n,), generator=g).float()
+        x2 = x2 + ((x1.floor() % 2) != 0).float() * 1.0  # shift alternate columns
+        x2 = ((x2 + 4) % 8) - 4
+        return torch.stack([x1, x2], -1)
+    # spirals: two interleaved arms
+    t = torch.sqrt(rand(n)) * 3 * math.pi
+    arm = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+    r = t / (3 * math.pi) * 4
+    pts = torch.stack([r * torch.cos(t), r * torch.sin(t)], -1) * arm.unsqueeze(-1)
+    return pts + (0.1 if noise is None else noise) * randn(n, 2)
+
+
+# ---------------------------------------------------------------- MNIST files
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"data_dir: {str(path)!r} is not an IDX file of unsigned bytes")
+    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_mnist(data_dir: Path, split: str, fashion: bool) -> np.ndarray:
+    stem = _MNIST_FILES[split][0]
+    candidates = [data_dir / stem, data_dir / f"{stem}.gz", data_dir / stem.replace("-idx3", ".idx3")]
+    for c in candidates:
+        if c.is_file():
+            return _read_idx(c)
+    npz = data_dir / ("fashion-mnist.npz" if fashion else "mnist.npz")
+    if npz.is_file():
+        with np.load(npz) as f:
+            key = "x_train" if split == "train" else "x_test"
+            if key not in f:
+                raise ValueError(f"data_dir: {str(npz)!r} has no array {key!r} (keys: {sorted(f.files)})")
+            return f[key]
+    looked = ", ".join(str(c) for c in candidates + [npz])
+    raise ValueError(
+        f"data_dir: no {'Fashion-MNIST' if fashion else 'MNIST'} {split} images found; looked for {looked}. "
+        "pyro_dgm downloads nothing: put the IDX files (gzipped or not) or an .npz with x_train/x_test there"
+    )
+
+
+class DynamicBinarized(torch.utils.data.Dataset):
+    """Grey images in [0, 1] binarized afresh by a Bernoulli draw at every access."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return torch.bernoulli(self.images[i])
+
+
+def load_mnist(data_dir, split: str = "train", binarize: str | None = "static", fashion: bool = False,
+               seed: int = 0, flatten: bool = True):
+    """MNIST or Fashion-MNIST from files the user already has.
+
+    Args:
+        data_dir: folder with ``train-images-idx3-ubyte[.gz]`` and
+            ``t10k-images-idx3-ubyte[.gz]``, or ``mnist.npz`` / ``fashion-mnist.npz``.
+        split: "train" or "test".
+        binarize: "static" (one Bernoulli draw per pixel, fixed by ``seed``),
+            "dynamic" (a Dataset that redraws at every access), or None
+            (grey levels in [0, 1]).
+    """
+    if split not in _MNIST_FILES:
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    if binarize not in ("static", "dynamic", None):
+        raise ValueError(f"binarize: expected 'static', 'dynamic' or None, got {binarize!r}")
+    if data_dir is None:
+        raise ValueError("data_dir: MNIST is read from local files; pass the folder that holds them")
+    raw = _find_mnist(Path(data_dir), split, fashion)
+    x = torch.as_tensor(raw.astype(np.float32) / 255.0)
+    x = x.reshape(x.shape[0], -1) if flatten else x.reshape(x.shape[0], 1, 28, 28)
+    if binarize == "static":
+        g = torch.Generator().manual_seed(int(seed))
+        return torch.bernoulli(x, generator=g)
+    if binarize == "dynamic":
+        return DynamicBinarized(x)
+    return x
+
+
+# ---------------------------------------------------------------- registry
+
+@register_data("digits", kind="binary", description="sklearn 8x8 digits, binarized at 8 (64 dims)")
+def _digits_binary(split="train", seed=0, data_dir=None, image=False):
+    return load_digits(split, "binary", seed, image=image)
+
+
+@register_data("digits-continuous", kind="continuous",
+               description="sklearn 8x8 digits, dequantized to [0, 1) (64 dims, 17 levels)")
+def _digits_continuous(split="train", seed=0, data_dir=None, image=False):
+    return load_digits(split, "continuous", seed, image=image)
+
+
+def _register_toy(name):
+    sizes = {"train": 4000, "val": 1000, "test": 2000}
+
+    def load(split="train", seed=0, data_dir=None, image=False):
+        if split not in sizes:
+            raise ValueError(f"split: expected one of {sorted(sizes)}, got {split!r}")
+        return toy_2d(name, sizes[split], seed=int(seed) * 3 + list(sizes).index(split))
+
+    register_data(name, kind="points", description=f"2-D toy '{name}'")(load)
+
+
+for _name in TOY_NAMES:
+    _register_toy(_name)
+
+
+def _register_mnist(name, fashion):
+    def load(split="train", seed=0, data_dir=None, image=False):
+        """train: the first 50,000 training images; val: the last 10,000; test: the 10,000 test images."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split: expected 'train', 'val' or 'test', got {split!r}")
+        x = load_mnist(data_dir, "test" if split == "test" else "train", "static", fashion, seed,
+                       flatten=not image)
+        if split == "train":
+            return x[:50000]
+        return x[50000:] if split == "val" else x
+
+    register_data(name, kind="binary", description=f"{name} from local files, statically binarized")(load)
+
+
+_register_mnist("mnist", False)
+_register_mnist("fashion-mnist", True)

@@ -1,0 +1,495 @@
+"""The one training loop of pyro_dgm: :func:`fit`.
+
+Every model family trains here. An objective (``pyro_dgm.inference``) says
+which losses step which parameter group; ``fit`` owns batching, devices,
+optimizers, schedulers, clipping, mixed precision, progress, callbacks,
+checkpoints and NaN detection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .inference.objective import Objective, modules_of
+
+__all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; training stopped before applying that step."""
+
+
+@dataclass
+class FitState:
+    """What callbacks see. Set ``stop = True`` to end training after this step."""
+
+    step: int
+    epoch: int
+    losses: dict
+    modules: list
+    objective: Objective
+    device: torch.device
+    stop: bool = False
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        losses: ``{group: [loss per update]}``.
+        terms: ``{"group/term": [value per update]}`` for objectives with named terms.
+        modules: the trained modules (in eval mode, on ``device``).
+        objective: the objective, set up (its estimators are ready to reuse).
+        steps: the number of batches trained on, in total (across resumes).
+        epochs: completed epochs.
+        checkpoint: the path of the last checkpoint, or None.
+    """
+
+    losses: dict
+    terms: dict
+    modules: list
+    objective: Objective
+    steps: int
+    epochs: int
+    device: torch.device
+    checkpoint: Path | None = None
+    history_per_epoch: dict = field(default_factory=dict)
+
+    @property
+    def loss(self) -> float:
+        """The last loss of the first parameter group."""
+        first = next(iter(self.losses.values()))
+        return first[-1] if first else float("nan")
+
+
+def resolve_device(device) -> torch.device:
+    """Parse ``device`` ("cpu", "cuda", "cuda:1", a torch.device) and check it exists."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} asked for CUDA, but no CUDA device is available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type not in ("cpu", "mps"):
+        raise ValueError(f"device: unsupported device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+def _first_tensor(batch):
+    if isinstance(batch, (list, tuple)):
+        batch = batch[0]
+    if not isinstance(batch, torch.Tensor):
+        raise ValueError(f"data: batches must be tensors (or tuples whose first item is one), got {type(batch).__name__}")
+    return batch
+
+
+def _check_values(x: torch.Tensor, what: str = "data") -> None:
+    if x.numel() == 0 or x.shape[0] == 0:
+        raise ValueError(f"{what}: is empty (shape {tuple(x.shape)}); expected at least one example")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        n = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{what}: contains {n} NaN or infinite value(s); expected finite numbers")
+
+
+class _Batches:
+    """Reproducible batches from a tensor, Dataset or DataLoader.
+
+    The order of epoch ``e`` depends only on (``shuffle_seed``, ``e``), so a
+    resumed run sees exactly the batches the interrupted one would have.
+    """
+
+    def __init__(self, data, batch_size, shuffle, drop_last, shuffle_seed, device):
+        self.device, self.shuffle, self.drop_last = device, shuffle, drop_last
+        self.shuffle_seed, self.loader = shuffle_seed, None
+        if isinstance(data, torch.utils.data.DataLoader):
+            self.loader, self.dataset = data, None
+            n = len(data.dataset) if hasattr(data.dataset, "__len__") else None
+            if n == 0:
+                raise ValueError("data: the DataLoader's dataset is empty; expected at least one example")
+            self.batch_size = data.batch_size or 1
+        elif isinstance(data, torch.Tensor):
+            _check_values(data)
+            self.dataset, n = data, data.shape[0]
+        elif isinstance(data, torch.utils.data.Dataset):
+            n = len(data)
+            if n == 0:
+                raise ValueError("data: the Dataset is empty; expected at least one example")
+            self.dataset = data
+        else:
+            raise ValueError(
+                f"data: expected a torch.Tensor, Dataset or DataLoader, got {type(data).__name__}"
+            )
+        if self.loader is None:
+            if not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+            if drop_last and batch_size > n:
+                raise ValueError(
+                    f"batch_size: {batch_size} is larger than the data ({n} examples) with drop_last=True, "
+                    "so no batch would be trained on"
+                )
+            self.batch_size = min(batch_size, n)
+        self.n = n
+
+    def __len__(self):
+        if self.loader is not None:
+            return len(self.loader)
+        full, rest = divmod(self.n, self.batch_size)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+    def order(self, epoch):
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed(int(self.shuffle_seed) * 100_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def epoch(self, epoch, skip=0):
+        """Yield the batches of ``epoch``, skipping the first ``skip``."""
+        if self.loader is not None:
+            for i, batch in enumerate(self.loader):
+                if i >= skip:
+                    yield _first_tensor(batch).to(self.device, non_blocking=True)
+            return
+        idx = self.order(epoch)
+        for i in range(skip, len(self)):
+            chunk = idx[i * self.batch_size:(i + 1) * self.batch_size]
+            if isinstance(self.dataset, torch.Tensor):
+                batch = self.dataset[chunk]
+            else:
+                batch = torch.utils.data.default_collate([self.dataset[int(j)] for j in chunk])
+            yield _first_tensor(batch).to(self.device, non_blocking=True)
+
+
+def _make_optimizer(optimizer, params, lr, kwargs):
+    if isinstance(optimizer, str):
+        name = optimizer.lower()
+        table = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+                 "rmsprop": torch.optim.RMSprop}
+        if name not in table:
+            raise ValueError(f"optimizer: unknown name {optimizer!r}; expected one of {sorted(table)} or a torch.optim class")
+        optimizer = table[name]
+    kwargs = dict(kwargs or {})
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        if optimizer in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop):
+            kwargs.setdefault("foreach", True)
+        return optimizer(params, lr=lr, **kwargs)
+    return optimizer(params, lr=lr, **kwargs)
+
+
+def _per_group(value, group, what):
+    if isinstance(value, dict):
+        if group not in value:
+            raise ValueError(f"{what}: no entry for parameter group {group!r} in {sorted(value)}")
+        return value[group]
+    return value
+
+
+def _split_loss(out, group):
+    if isinstance(out, dict):
+        terms = {f"{group}/{k}": v for k, v in out.items()}
+        total = sum(out.values())
+        return total, terms
+    return out, None
+
+
+def _seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _validation(enabled: bool):
+    old = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(enabled)
+    try:
+        with pyro.validation_enabled(enabled):
+            yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(old)
+
+
+def _call_callback(cb, hook, state):
+    fn = getattr(cb, hook, None)
+    if fn is not None:
+        fn(state)
+    elif hook == "on_step_end" and callable(cb) and not hasattr(cb, "on_epoch_end"):
+        cb(state)
+
+
+def fit(
+    model,
+    guide=None,
+    data=None,
+    objective: Objective | None = None,
+    *,
+    epochs: int | None = None,
+    steps: int | None = None,
+    batch_size: int = 128,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    optimizer="adam",
+    lr=1e-3,
+    optimizer_kwargs: dict | None = None,
+    scheduler=None,
+    scheduler_every: str = "epoch",
+    clip_grad: float | None = None,
+    precision: str = "32",
+    device=None,
+    seed: int | None = None,
+    modules=None,
+    callbacks=(),
+    checkpoint=None,
+    checkpoint_every: int | None = None,
+    resume=False,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train a Pyro program on data with one objective.
+
+    Args:
+        model: a Pyro program ``model(x=None, num_samples=None)`` with a sample
+            site ``"x"`` for the data (a bound method of an ``nn.Module``, or
+            the module itself).
+        guide: an amortized guide ``guide(x)`` for the model's latent sites, or None.
+        data: a tensor ``(N, *event_shape)``, a ``Dataset`` or a ``DataLoader``.
+        objective: defaults to :class:`~pyro_dgm.inference.ELBO` when there is a
+            guide, else :class:`~pyro_dgm.inference.MaximumLikelihood`.
+        epochs, steps: how long to train (``steps`` counts batches; if both are
+            given, whichever ends first). Neither: 10 epochs.
+        batch_size, shuffle, drop_last: batching of tensors and Datasets.
+        optimizer: "adam", "adamw", "sgd", "rmsprop", a ``torch.optim`` class or
+            a callable ``(params, lr, **kw) -> Optimizer``. ``lr`` and
+            ``optimizer_kwargs`` may be dicts keyed by parameter group.
+        scheduler: a callable ``optimizer -> LRScheduler`` (or a dict of them by
+            group), stepped every epoch or every step (``scheduler_every``).
+        clip_grad: clip each group's gradient norm to this value.
+        precision: "32", or "bf16" for autocast mixed precision.
+        device: "cpu", "cuda", "cuda:N" or a torch.device.
+        seed: seeds Python, NumPy and torch, and the data order.
+        modules: extra ``nn.Module``\\ s to train in group "model" (for programs
+            that are plain functions).
+        callbacks: objects with ``on_step_end(state)`` / ``on_epoch_end(state)``
+            (see :class:`FitState`), or plain callables called every step.
+        checkpoint: path of the checkpoint file, written atomically every
+            ``checkpoint_every`` steps, at every epoch end and at the end.
+        resume: True to continue from ``checkpoint`` if it exists, or a path.
+        progress: a tqdm bar; default on when stderr is a terminal.
+
+    Returns:
+        A :class:`FitResult` with the loss history per parameter group.
+
+    Example::
+
+        >>> import torch, pyro_dgm
+        >>> from pyro_dgm.models import VAE
+        >>> x = torch.bernoulli(torch.rand(64, 16))
+        >>> vae = VAE(16, latent_dim=2, hidden=(32,))
+        >>> r = pyro_dgm.fit(vae.model, vae.guide, x, epochs=2, batch_size=32, progress=False)
+        >>> len(r.losses["model"])
+        4
+    """
+    if data is None:
+        raise ValueError("data: expected a tensor, Dataset or DataLoader, got None")
+    dev = resolve_device(device)
+    if epochs is None and steps is None:
+        epochs = 10
+    for name, value in (("epochs", epochs), ("steps", steps), ("checkpoint_every", checkpoint_every)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    if precision not in ("32", "bf16"):
+        raise ValueError(f"precision: expected '32' or 'bf16', got {precision!r}")
+    if scheduler_every not in ("epoch", "step"):
+        raise ValueError(f"scheduler_every: expected 'epoch' or 'step', got {scheduler_every!r}")
+    if seed is not None:
+        _seed_everything(int(seed))
+    shuffle_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+
+    batches = _Batches(data, batch_size, shuffle, drop_last, shuffle_seed, dev)
+    if objective is None:
+        from .inference import ELBO, MaximumLikelihood
+
+        objective = ELBO() if guide is not None else MaximumLikelihood()
+
+    own = modules_of(model, guide) + [m for m in (modules or []) if isinstance(m, nn.Module)]
+    for m in own:
+        m.to(dev)
+
+    first = next(iter(batches.epoch(0)))
+    _check_values(first, "data")
+    with _validation(True), torch.no_grad():
+        objective.setup(model, guide, first)
+        extra = [m for m in (modules or [])]
+        groups = {g: list(ms) for g, ms in objective.param_groups().items()}
+        if extra:
+            groups.setdefault("model", [])
+            groups["model"] += [m for m in extra if all(m is not o for o in groups["model"])]
+        for ms in groups.values():
+            for m in ms:
+                m.to(dev)
+        # One forward pass with validation on, so argument errors surface now.
+        for g in objective.groups_for_step(0):
+            objective.loss(g, first)
+
+    all_modules = _unique(m for ms in groups.values() for m in ms)
+    optimizers, schedulers = {}, {}
+    for g, ms in groups.items():
+        params = _unique(p for m in ms for p in m.parameters() if p.requires_grad)
+        if not params:
+            raise ValueError(f"modules: parameter group {g!r} has no trainable parameters")
+        optimizers[g] = _make_optimizer(optimizer, params, _per_group(lr, g, "lr"),
+                                        _per_group(optimizer_kwargs, g, "optimizer_kwargs"))
+        sched = _per_group(scheduler, g, "scheduler") if scheduler is not None else None
+        if sched is not None:
+            schedulers[g] = sched(optimizers[g])
+
+    losses = {g: [] for g in groups}
+    terms: dict[str, list] = {}
+    step, epoch, skip = 0, 0, 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    resume_path = Path(resume) if isinstance(resume, (str, Path)) else (ckpt_path if resume else None)
+    if resume and resume_path is None:
+        raise ValueError("resume: True needs checkpoint= (the file to resume from)")
+    if resume_path is not None and resume_path.exists():
+        state = ckpt.load(resume_path, map_location=dev)
+        ckpt.check_signature(state["signature"], all_modules, resume_path)
+        for m, sd in zip(all_modules, state["modules"]):
+            m.load_state_dict(sd)
+        for g, sd in state["optimizers"].items():
+            optimizers[g].load_state_dict(sd)
+        for g, sd in state["schedulers"].items():
+            schedulers[g].load_state_dict(sd)
+        objective.load_state_dict(state["objective"])
+        losses = {g: list(v) for g, v in state["losses"].items()}
+        terms = {k: list(v) for k, v in state["terms"].items()}
+        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
+        batches.shuffle_seed = state["shuffle_seed"]
+        ckpt.set_rng_state(state["rng"])
+    elif resume_path is not None and isinstance(resume, (str, Path)):
+        raise ValueError(f"resume: no checkpoint at {str(resume_path)!r}")
+
+    per_epoch = len(batches)
+    total = steps if epochs is None else (epochs * per_epoch if steps is None else min(steps, epochs * per_epoch))
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=total, initial=min(step, total), disable=not progress, dynamic_ncols=True,
+               desc=type(objective).__name__, leave=False)
+    fit_state = FitState(step, epoch, losses, all_modules, objective, dev)
+
+    def save():
+        if ckpt_path is None:
+            return
+        ckpt.save_atomic({
+            "format": ckpt.FORMAT,
+            "signature": ckpt.module_signature(all_modules),
+            "modules": [m.state_dict() for m in all_modules],
+            "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
+            "schedulers": {g: s.state_dict() for g, s in schedulers.items()},
+            "objective": objective.state_dict(),
+            "losses": losses, "terms": terms,
+            "step": step, "epoch": epoch, "batch_in_epoch": skip,
+            "shuffle_seed": batches.shuffle_seed,
+            "rng": ckpt.rng_state(),
+        }, ckpt_path)
+
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+    for m in all_modules:
+        m.train()
+    running = None
+    try:
+        with _validation(False):
+            while step < total:
+                for batch in batches.epoch(epoch, skip):
+                    for g in objective.groups_for_step(step):
+                        opt = optimizers[g]
+                        opt.zero_grad(set_to_none=True)
+                        with autocast:
+                            total_loss, named = _split_loss(objective.loss(g, batch), g)
+                        value = float(total_loss.detach())
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(_nan_message(step, g, value, named))
+                        total_loss.backward()
+                        if clip_grad is not None:
+                            torch.nn.utils.clip_grad_norm_(
+                                [p for pg in opt.param_groups for p in pg["params"]], clip_grad)
+                        opt.step()
+                        objective.after_step(g)
+                        losses[g].append(value)
+                        if named:
+                            for k, v in named.items():
+                                terms.setdefault(k, []).append(float(v.detach()))
+                        if scheduler_every == "step" and g in schedulers:
+                            schedulers[g].step()
+                    step += 1
+                    skip += 1
+                    last = losses[next(iter(losses))]
+                    if last:
+                        running = last[-1] if running is None else 0.95 * running + 0.05 * last[-1]
+                    if progress and step % 10 == 0:
+                        bar.set_postfix(loss=f"{running:.4g}", epoch=epoch)
+                    bar.update(1)
+                    fit_state.step, fit_state.epoch = step, epoch
+                    for cb in callbacks:
+                        _call_callback(cb, "on_step_end", fit_state)
+                    if checkpoint_every and step % checkpoint_every == 0:
+                        save()
+                    if step >= total or fit_state.stop:
+                        break
+                else:
+                    epoch, skip = epoch + 1, 0
+                    fit_state.epoch = epoch
+                    if scheduler_every == "epoch":
+                        for s in schedulers.values():
+                            s.step()
+                    for cb in callbacks:
+                        _call_callback(cb, "on_epoch_end", fit_state)
+                    if not checkpoint_every or step % checkpoint_every:
+                        save()
+                    if fit_state.stop:
+                        break
+                    continue
+                break
+    finally:
+        bar.close()
+    save()
+    for m in all_modules:
+        m.eval()
+    return FitResult(losses, terms, all_modules, objective, step, epoch, dev,
+                     ckpt_path if ckpt_path is not None else None)
+
+
+def _nan_message(step, group, value, named):
+    parts = [f"loss of group {group!r} is {value} at step {step}"]
+    if named:
+        bad = [k for k, v in named.items() if not math.isfinite(float(v.detach()))]
+        parts.append(f"non-finite terms: {bad}")
+    parts.append("training stopped before this step was applied; the last checkpoint is kept")
+    return "; ".join(parts)
+
+
+def _unique(items):
+    out, seen = [], set()
+    for it in items:
+        if id(it) not in seen:
+            seen.add(id(it))
+            out.append(it)
+    return out

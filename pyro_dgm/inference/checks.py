@@ -1,0 +1,78 @@
+"""Checks that a program and a batch of data fit together, run once before training."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import constraints
+
+from .objective import _module_of, data_site, trace_program
+
+
+def expected_event_shape(model):
+    """The data shape a model declares through an ``event_shape`` attribute, if any."""
+    module = _module_of(model)
+    shape = getattr(module if module is not None else model, "event_shape", None)
+    return None if shape is None else torch.Size(shape)
+
+
+def check_batch_shape(model, batch: torch.Tensor) -> None:
+    shape = expected_event_shape(model)
+    if shape is not None and tuple(batch.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"data: each example has shape {tuple(batch.shape[1:])}, but the model "
+            f"expects examples of shape {tuple(shape)} (data is (batch, *event_shape))"
+        )
+
+
+def trace_on_batch(model, batch: torch.Tensor):
+    """Trace the model on ``batch``, turning shape errors inside it into a ValueError."""
+    check_batch_shape(model, batch)
+    try:
+        return trace_program(model, batch)
+    except RuntimeError as err:  # e.g. a Linear layer fed the wrong width
+        raise ValueError(
+            f"data: the model failed on a batch of shape {tuple(batch.shape)}: {err}"
+        ) from err
+
+
+def check_support(site: dict, batch: torch.Tensor) -> None:
+    """Every data value must lie in the support of the distribution at site "x"."""
+    fn = site["fn"]
+    support = getattr(fn, "support", None)
+    if support is None or support is constraints.real:
+        return
+    try:
+        ok = support.check(batch)
+    except (NotImplementedError, RuntimeError):
+        return
+    if not bool(torch.as_tensor(ok).all()):
+        bad = batch[~_broadcast_ok(ok, batch)]
+        shown = bad.flatten()[:5].tolist()
+        raise ValueError(
+            f"data: values {shown} lie outside the support of the model's "
+            f"distribution at site 'x' ({type(fn).__name__}, support {support}); "
+            + ("binarize the data (pyro_dgm.data.binarize) for a Bernoulli likelihood"
+               if "Boolean" in type(support).__name__ or "boolean" in str(support)
+               else "transform the data into that support")
+        )
+
+
+def _broadcast_ok(ok, batch):
+    ok = torch.as_tensor(ok)
+    while ok.dim() < batch.dim():
+        ok = ok.unsqueeze(-1)
+    return ok.expand_as(batch)
+
+
+def check_program_on_batch(model, batch: torch.Tensor):
+    """Trace ``model`` on ``batch`` and validate site "x"; return the trace."""
+    trace = trace_on_batch(model, batch)
+    site = data_site(trace)
+    value = site["value"]
+    if value.shape != batch.shape and tuple(value.shape[-batch.dim() + 1:]) != tuple(batch.shape[1:]):
+        raise ValueError(
+            f"data: batch of shape {tuple(batch.shape)} does not match the shape "
+            f"{tuple(value.shape)} of the model's site 'x'"
+        )
+    check_support(site, batch)
+    return trace

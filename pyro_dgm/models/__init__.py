@@ -1,0 +1,6 @@
+"""Model families, each a Pyro program with a data site "x"."""
+
+from .baselines import DiagonalGaussian, FactorizedBernoulli
+from .vae import VAE, ConvVAE
+
+__all__ = ["FactorizedBernoulli", "DiagonalGaussian", "VAE", "ConvVAE"]
