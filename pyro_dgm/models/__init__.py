@@ -4,3 +4,5 @@ from .baselines import DiagonalGaussian, FactorizedBernoulli
 from .vae import VAE, ConvVAE
 
 __all__ = ["FactorizedBernoulli", "DiagonalGaussian", "VAE", "ConvVAE"]
+
+# Each family below registers its models with pyro_dgm.registry on import.
