@@ -20,7 +20,7 @@ import torch
 from .registry import register_data
 
 __all__ = [
-    "load_digits", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",
+    "load_digits", "load_digits_labels", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",
     "load_mnist", "DynamicBinarized", "DIGITS_SPLIT", "split_indices",
 ]
 
@@ -84,6 +84,14 @@ def load_digits(split: str = "train", kind: str = "binary", seed: int = 0, flatt
     if image or not flatten:
         return x.unsqueeze(1)
     return x.reshape(x.shape[0], -1)
+
+
+def load_digits_labels(split: str = "train", seed: int = 0) -> torch.Tensor:
+    """The class (0-9) of each image of ``load_digits(split, seed=seed)``, in the same order."""
+    from sklearn.datasets import load_digits as _sk_digits
+
+    y = torch.as_tensor(_sk_digits().target)
+    return y[split_indices(y.shape[0], split, seed, DIGITS_SPLIT)]
 
 
 # ---------------------------------------------------------------- 2-D toys

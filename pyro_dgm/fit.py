@@ -56,6 +56,7 @@ class FitResult:
         steps: the number of batches trained on, in total (across resumes).
         epochs: completed epochs.
         checkpoint: the path of the last checkpoint, or None.
+        optimizers: ``{group: torch.optim.Optimizer}``, to continue training by hand.
     """
 
     losses: dict
@@ -66,7 +67,7 @@ class FitResult:
     epochs: int
     device: torch.device
     checkpoint: Path | None = None
-    history_per_epoch: dict = field(default_factory=dict)
+    optimizers: dict = field(default_factory=dict)
 
     @property
     def loss(self) -> float:
@@ -417,44 +418,26 @@ def fit(
     running = None
     try:
         with _validation(False):
-            while step < total:
+            while step < total and not fit_state.stop:
                 for batch in batches.epoch(epoch, skip):
                     for g in objective.groups_for_step(step):
-                        opt = optimizers[g]
-                        opt.zero_grad(set_to_none=True)
-                        with autocast:
-                            total_loss, named = _split_loss(objective.loss(g, batch), g)
-                        value = float(total_loss.detach())
-                        if not math.isfinite(value):
-                            raise NonFiniteLossError(_nan_message(step, g, value, named))
-                        total_loss.backward()
-                        if clip_grad is not None:
-                            torch.nn.utils.clip_grad_norm_(
-                                [p for pg in opt.param_groups for p in pg["params"]], clip_grad)
-                        opt.step()
-                        objective.after_step(g)
+                        value, named = _train_group(objective, g, batch, step, optimizers[g], autocast, clip_grad)
                         losses[g].append(value)
-                        if named:
-                            for k, v in named.items():
-                                terms.setdefault(k, []).append(float(v.detach()))
+                        for k, v in named.items():
+                            terms.setdefault(k, []).append(v)
                         if scheduler_every == "step" and g in schedulers:
                             schedulers[g].step()
                     step += 1
                     skip += 1
-                    last = losses[next(iter(losses))]
-                    if last:
-                        running = last[-1] if running is None else 0.95 * running + 0.05 * last[-1]
-                    if progress and step % 10 == 0:
-                        bar.set_postfix(loss=f"{running:.4g}", epoch=epoch)
-                    bar.update(1)
-                    fit_state.step, fit_state.epoch = step, epoch
+                    running = _update_bar(bar, losses, running, step, epoch, progress)
+                    fit_state.step = step
                     for cb in callbacks:
                         _call_callback(cb, "on_step_end", fit_state)
                     if checkpoint_every and step % checkpoint_every == 0:
                         save()
                     if step >= total or fit_state.stop:
                         break
-                else:
+                if skip >= per_epoch:  # the epoch is complete
                     epoch, skip = epoch + 1, 0
                     fit_state.epoch = epoch
                     if scheduler_every == "epoch":
@@ -464,17 +447,38 @@ def fit(
                         _call_callback(cb, "on_epoch_end", fit_state)
                     if not checkpoint_every or step % checkpoint_every:
                         save()
-                    if fit_state.stop:
-                        break
-                    continue
-                break
     finally:
         bar.close()
     save()
     for m in all_modules:
         m.eval()
-    return FitResult(losses, terms, all_modules, objective, step, epoch, dev,
-                     ckpt_path if ckpt_path is not None else None)
+    return FitResult(losses, terms, all_modules, objective, step, epoch, dev, ckpt_path, optimizers)
+
+
+def _train_group(objective, group, batch, step, opt, autocast, clip_grad):
+    """One optimizer step of one parameter group; returns (loss, {term: value})."""
+    opt.zero_grad(set_to_none=True)
+    with autocast:
+        total_loss, named = _split_loss(objective.loss(group, batch), group)
+    value = float(total_loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(_nan_message(step, group, value, named))
+    total_loss.backward()
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_([p for pg in opt.param_groups for p in pg["params"]], clip_grad)
+    opt.step()
+    objective.after_step(group)
+    return value, {k: float(v.detach()) for k, v in (named or {}).items()}
+
+
+def _update_bar(bar, losses, running, step, epoch, progress):
+    last = losses[next(iter(losses))]
+    if last:
+        running = last[-1] if running is None else 0.95 * running + 0.05 * last[-1]
+    if progress and step % 10 == 0 and running is not None:
+        bar.set_postfix(loss=f"{running:.4g}", epoch=epoch)
+    bar.update(1)
+    return running
 
 
 def _nan_message(step, group, value, named):

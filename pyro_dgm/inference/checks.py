@@ -52,9 +52,14 @@ def check_support(site: dict, batch: torch.Tensor) -> None:
             f"data: values {shown} lie outside the support of the model's "
             f"distribution at site 'x' ({type(fn).__name__}, support {support}); "
             + ("binarize the data (pyro_dgm.data.binarize) for a Bernoulli likelihood"
-               if "Boolean" in type(support).__name__ or "boolean" in str(support)
-               else "transform the data into that support")
+               if _is_boolean(support) else "transform the data into that support")
         )
+
+
+def _is_boolean(support) -> bool:
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    return support is constraints.boolean
 
 
 def _broadcast_ok(ok, batch):

@@ -1,0 +1,72 @@
+"""Callbacks for :func:`pyro_dgm.fit`: objects with ``on_step_end(state)`` / ``on_epoch_end(state)``."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from .fit import _validation
+
+__all__ = ["EarlyStopping", "validation_loss"]
+
+
+def validation_loss(objective, data: torch.Tensor, batch_size: int = 500, group: str | None = None) -> float:
+    """The objective's loss on ``data`` (no gradients), averaged over examples."""
+    group = group or next(iter(objective.param_groups()))
+    total, n = 0.0, 0
+    with torch.no_grad(), _validation(False):
+        for i in range(0, data.shape[0], batch_size):
+            x = data[i:i + batch_size]
+            out = objective.loss(group, x)
+            value = sum(out.values()) if isinstance(out, dict) else out
+            total += float(value) * x.shape[0]
+            n += x.shape[0]
+    return total / n
+
+
+class EarlyStopping:
+    """Stop when the validation loss has not improved for ``patience`` epochs.
+
+    Args:
+        data: validation tensor (moved to the training device).
+        patience: epochs without an improvement larger than ``min_delta``.
+        restore_best: load the best modules' weights back when training stops.
+
+    After training, ``best`` holds the best validation loss and ``history``
+    every epoch's value.
+
+    Example::
+
+        >>> import torch, pyro_dgm
+        >>> from pyro_dgm.models import FactorizedBernoulli
+        >>> x = torch.bernoulli(torch.full((64, 4), 0.3))
+        >>> stop = EarlyStopping(x[:16], patience=2)
+        >>> r = pyro_dgm.fit(FactorizedBernoulli(4).model, None, x, epochs=50, callbacks=[stop], progress=False)
+        >>> len(stop.history) <= 50
+        True
+    """
+
+    def __init__(self, data: torch.Tensor, patience: int = 5, min_delta: float = 0.0,
+                 restore_best: bool = True, batch_size: int = 500):
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience: expected an integer >= 1, got {patience!r}")
+        self.data, self.patience, self.min_delta = data, patience, float(min_delta)
+        self.restore_best, self.batch_size = restore_best, batch_size
+        self.best, self.history, self.bad_epochs, self._best_state = math.inf, [], 0, None
+
+    def on_epoch_end(self, state) -> None:
+        value = validation_loss(state.objective, self.data.to(state.device), self.batch_size)
+        self.history.append(value)
+        if value < self.best - self.min_delta:
+            self.best, self.bad_epochs = value, 0
+            if self.restore_best:
+                self._best_state = [copy.deepcopy(m.state_dict()) for m in state.modules]
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            state.stop = True
+            if self.restore_best and self._best_state is not None:
+                for m, sd in zip(state.modules, self._best_state):
+                    m.load_state_dict(sd)

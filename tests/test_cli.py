@@ -1,0 +1,58 @@
+"""The pyro-dgm command, run as a user runs it (a subprocess for the entry point)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyro_dgm.cli import main
+
+
+def test_train_sample_evaluate_resume(tmp_path, capsys):
+    run = tmp_path / "vae"
+    assert main(["train", "--model", "vae", "--data", "digits", "--epochs", "2", "--out", str(run),
+                 "--no-progress"]) == 0
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["epochs"] == 2 and meta["event_shape"] == [64]
+    assert main(["train", "--model", "vae", "--data", "digits", "--epochs", "3", "--out", str(run),
+                 "--resume", "--no-progress"]) == 0
+    assert json.loads((run / "run.json").read_text())["epochs"] == 3
+    assert main(["sample", "--run", str(run), "--num", "16"]) == 0
+    samples = torch.load(run / "samples.pt", weights_only=True)
+    assert samples.shape == (16, 64) and (run / "samples.png").stat().st_size > 1000
+    assert main(["evaluate", "--run", str(run), "--num-particles", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "bits/dim" in out and "IWAE, K=5" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "nope", "--data", "digits"], "model: unknown model 'nope'"),
+    (["train", "--model", "vae", "--data", "nope"], "data: unknown data set 'nope'"),
+    (["train", "--model", "vae", "--data", "digits", "--epochs", "0"], "--epochs: expected an integer >= 1"),
+    (["train", "--model", "bernoulli", "--data", "moons"], "--data: model 'bernoulli' takes binary data"),
+    (["train", "--model", "vae", "--data", "digits", "--device", "cuda:7"], "device: "),
+    (["train", "--model", "vae", "--data", "mnist", "--data-dir", "/nonexistent"], "looked for /nonexistent/train-images"),
+    (["sample", "--run", "/nonexistent"], "--run: '/nonexistent' has no run.json"),
+])
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_entry_point_and_argparse_errors(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "pyro_dgm.cli", "list"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "vae" in ok.stdout and "digits" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "pyro_dgm.cli", "train", "--model"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--model" in bad.stderr
+
+
+def test_demo_quick_writes_figures_metrics_and_checkpoints(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    for name in ("vae_samples.png", "vae_reconstructions.png", "vae_latent.png", "vae_loss.png", "metrics.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert list((out / "checkpoints").glob("*.pt"))
+    text = capsys.readouterr().out
+    assert "VAE (IWAE)" in text and str(out.resolve()) in text

@@ -1,0 +1,92 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_dgm import data
+from pyro_dgm.registry import get_data
+
+
+def test_digits_splits_are_fixed_disjoint_and_complete():
+    from sklearn.datasets import load_digits
+
+    raw = torch.as_tensor(load_digits().images).reshape(-1, 64)
+    parts = {s: data.load_digits(s, kind="levels") for s in ("train", "val", "test")}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [1257, 180, 360]
+    allx = torch.cat(list(parts.values()))
+    # every image appears exactly as often as in the original set
+    key = lambda t: sorted(map(tuple, t.int().tolist()))  # noqa: E731
+    assert key(allx) == key(raw)
+    assert torch.equal(data.load_digits("test", kind="levels"), parts["test"])
+    assert not torch.equal(data.load_digits("test", kind="levels", seed=1), parts["test"])
+    y = data.load_digits_labels("test")
+    assert y.shape == (360,) and set(y.tolist()) == set(range(10))
+
+
+def test_binarized_and_dequantized_digits():
+    levels = data.load_digits("train", kind="levels")
+    b = data.load_digits("train")
+    assert torch.equal(b, (levels >= 8).float())
+    c = data.load_digits("train", kind="continuous")
+    assert 0 <= c.min() and c.max() < 1
+    assert torch.equal((c * 17).floor(), levels)  # dequantization keeps the level
+    assert data.load_digits("val", image=True).shape == (180, 1, 8, 8)
+    with pytest.raises(ValueError, match="split: expected one of"):
+        data.load_digits("dev")
+    with pytest.raises(ValueError, match="kind: expected"):
+        data.load_digits(kind="grey")
+
+
+@pytest.mark.parametrize("name", data.TOY_NAMES)
+def test_toys(name):
+    x = data.toy_2d(name, 500, seed=0)
+    assert x.shape == (500, 2) and torch.isfinite(x).all()
+    assert torch.equal(x, data.toy_2d(name, 500, seed=0))
+    assert x.abs().max() < 6
+
+
+def test_gaussian_mixture_toys_sit_on_their_modes():
+    for name in ("8gaussians", "25gaussians"):
+        x = data.toy_2d(name, 4000, seed=0)
+        centers = data.mode_centers(name)
+        d = torch.cdist(x, centers).min(1).values
+        assert (d < 3 * data.TOY_STD[name]).float().mean() > 0.98
+        assert len(torch.cdist(x, centers).argmin(1).unique()) == len(centers)
+
+
+def _write_idx(path, images, gz):
+    header = struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", *images.shape)
+    payload = header + images.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_from_idx_files(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(30, 28, 28))
+    for stem in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+        _write_idx(tmp_path / (stem + (".gz" if gz else "")), imgs, gz)
+    grey = data.load_mnist(tmp_path, "train", binarize=None)
+    assert grey.shape == (30, 784)
+    assert torch.allclose(grey, torch.as_tensor(imgs.reshape(30, -1) / 255.0, dtype=torch.float32))
+    static = data.load_mnist(tmp_path, "test", binarize="static", seed=0)
+    assert torch.equal(static, data.load_mnist(tmp_path, "test", binarize="static", seed=0))
+    assert set(static.unique().tolist()) <= {0.0, 1.0}
+    dyn = data.load_mnist(tmp_path, "train", binarize="dynamic", flatten=False)
+    assert dyn[0].shape == (1, 28, 28)
+    torch.manual_seed(0)
+    a = torch.stack([dyn[0] for _ in range(200)]).mean(0)
+    assert torch.allclose(a, torch.as_tensor(imgs[0] / 255.0, dtype=torch.float32), atol=0.15)
+
+
+def test_mnist_npz_and_missing_files(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((5, 28, 28), np.uint8), x_test=np.ones((3, 28, 28), np.uint8) * 255)
+    assert data.load_mnist(tmp_path, "test", binarize=None).sum() == 3 * 784
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"no MNIST train images found; looked for .*train-images-idx3-ubyte"):
+        data.load_mnist(empty, "train")
+    with pytest.raises(ValueError, match="data_dir: MNIST is read from local files"):
+        get_data("mnist").load("train", 0, None)

@@ -1,0 +1,290 @@
+"""fit: losses fall, seeds reproduce, checkpoints resume exactly, bad input fails early."""
+
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import pyro_dgm
+from pyro_dgm import checkpoint as ckpt
+from pyro_dgm.callbacks import EarlyStopping
+from pyro_dgm.data import load_digits
+from pyro_dgm.inference import ELBO, MaximumLikelihood
+from pyro_dgm.models import VAE, ConvVAE, DiagonalGaussian, FactorizedBernoulli
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits("train")[:256]
+
+
+def small_vae():
+    torch.manual_seed(1)
+    return VAE(64, latent_dim=4, hidden=(32,))
+
+
+def test_vae_loss_falls_on_digits(digits):
+    vae = small_vae()
+    r = pyro_dgm.fit(vae.model, vae.guide, digits, epochs=15, batch_size=32, seed=0, progress=False)
+    losses = r.losses["model"]
+    assert len(losses) == 15 * 8
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < first - 5.0, (first, last)
+    assert r.objective.uses_analytic_kl  # Normal guide vs Normal prior: the KL is closed-form
+
+
+def test_same_seed_same_losses(digits):
+    runs = []
+    for _ in range(2):
+        vae = small_vae()
+        runs.append(pyro_dgm.fit(vae.model, vae.guide, digits, steps=12, batch_size=32, seed=3,
+                                 progress=False).losses["model"])
+    assert runs[0] == runs[1]
+    vae = small_vae()
+    other = pyro_dgm.fit(vae.model, vae.guide, digits, steps=12, batch_size=32, seed=4, progress=False)
+    assert other.losses["model"] != runs[0]
+
+
+def test_default_objective_is_mle_without_guide(digits):
+    m = FactorizedBernoulli(64)
+    r = pyro_dgm.fit(m.model, None, digits, epochs=30, lr=0.1, batch_size=64, seed=0, progress=False)
+    assert isinstance(r.objective, MaximumLikelihood)
+    # The MLE of a factorized Bernoulli is the per-pixel mean: the loss approaches its entropy.
+    p = digits.mean(0).clamp(1e-4, 1 - 1e-4)
+    entropy = -(p * p.log() + (1 - p) * (1 - p).log()).sum()
+    assert abs(pyro_dgm.evaluate(m.model, digits)["nll"] - float(entropy)) < 0.3
+
+
+def test_dataset_and_dataloader_inputs(digits):
+    ds = torch.utils.data.TensorDataset(digits)
+    m1, m2 = FactorizedBernoulli(64), FactorizedBernoulli(64)
+    r1 = pyro_dgm.fit(m1.model, None, ds, steps=5, batch_size=64, seed=0, progress=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False)
+    r2 = pyro_dgm.fit(m2.model, None, loader, epochs=1, seed=0, progress=False)
+    assert len(r1.losses["model"]) == 5 and len(r2.losses["model"]) == 4
+
+
+def test_scheduler_clipping_and_bf16(digits):
+    vae = small_vae()
+    r = pyro_dgm.fit(vae.model, vae.guide, digits, epochs=2, batch_size=64, lr=1e-2, seed=0,
+                     scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5),
+                     clip_grad=1.0, precision="bf16", progress=False)
+    assert all(math.isfinite(v) for v in r.losses["model"])
+    # Two epochs, two scheduler steps: 1e-2 * 0.5^2.
+    assert r.steps == 8
+    assert math.isclose(r.optimizers["model"].param_groups[0]["lr"], 1e-2 * 0.25)
+
+
+def test_two_models_side_by_side_do_not_share_parameters(digits):
+    a, b = small_vae(), small_vae()
+    pyro_dgm.fit(a.model, a.guide, digits, steps=5, batch_size=32, seed=0, progress=False)
+    w_b = b.decoder[0].weight.clone()
+    pyro_dgm.fit(b.model, b.guide, digits, steps=5, batch_size=32, seed=1, progress=False)
+    assert not torch.equal(a.decoder[0].weight, b.decoder[0].weight)
+    assert not torch.equal(b.decoder[0].weight, w_b)
+
+
+def test_early_stopping_stops_and_restores_best(digits):
+    vae = small_vae()
+    stop = EarlyStopping(load_digits("val"), patience=2)
+    r = pyro_dgm.fit(vae.model, vae.guide, digits, epochs=200, batch_size=128, lr=3e-2, seed=0,
+                     callbacks=[stop], progress=False)
+    assert r.epochs < 200
+    assert len(stop.history) == r.epochs
+    assert stop.best == min(stop.history)
+
+
+# ------------------------------------------------------------------ checkpoints
+
+def test_checkpoint_resume_matches_uninterrupted_run(digits, tmp_path):
+    full = small_vae()
+    ref = pyro_dgm.fit(full.model, full.guide, digits, steps=20, batch_size=48, seed=7, progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_13(state):
+        if state.step == 13:
+            raise Crash
+
+    path = tmp_path / "ck.pt"
+    part = small_vae()
+    with pytest.raises(Crash):
+        pyro_dgm.fit(part.model, part.guide, digits, steps=20, batch_size=48, seed=7, checkpoint=path,
+                     checkpoint_every=4, callbacks=[crash_at_13], progress=False)
+    assert ckpt.load(path)["step"] == 12
+    again = small_vae()
+    resumed = pyro_dgm.fit(again.model, again.guide, digits, steps=20, batch_size=48, seed=7,
+                           checkpoint=path, resume=True, progress=False)
+    assert resumed.losses["model"] == ref.losses["model"]
+    assert torch.equal(again.decoder[0].weight, full.decoder[0].weight)
+
+
+CHILD = textwrap.dedent("""
+    import sys, time, torch
+    torch.set_num_threads(1)
+    import pyro_dgm
+    from pyro_dgm.data import load_digits
+    from pyro_dgm.models import VAE
+    x = load_digits("train")[:256]
+    torch.manual_seed(1)
+    vae = VAE(64, latent_dim=4, hidden=(32,))
+    slow = lambda state: time.sleep(0.05)
+    pyro_dgm.fit(vae.model, vae.guide, x, steps=400, batch_size=48, seed=7, checkpoint=sys.argv[1],
+                 checkpoint_every=1, callbacks=[slow], progress=False)
+""")
+
+
+def test_killed_child_process_resumes_exactly(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    proc = subprocess.Popen([sys.executable, str(script), str(path)])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if path.exists() and ckpt.load(path)["step"] >= 6:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed_at = ckpt.load(path)["step"]  # readable: the atomic write left no torn file
+    assert 6 <= killed_at < 400
+    steps = killed_at + 8
+    again = small_vae()
+    resumed = pyro_dgm.fit(again.model, again.guide, digits, steps=steps, batch_size=48, seed=7,
+                           checkpoint=path, resume=True, progress=False)
+    full = small_vae()
+    ref = pyro_dgm.fit(full.model, full.guide, digits, steps=steps, batch_size=48, seed=7, progress=False)
+    assert resumed.losses["model"] == ref.losses["model"]
+
+
+def test_checkpoint_of_another_model_is_refused(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    vae = small_vae()
+    pyro_dgm.fit(vae.model, vae.guide, digits, steps=2, batch_size=32, checkpoint=path, progress=False)
+    other = VAE(64, latent_dim=3, hidden=(32,))
+    with pytest.raises(ValueError, match="checkpoint: .*other modules"):
+        pyro_dgm.fit(other.model, other.guide, digits, steps=4, batch_size=32, checkpoint=path, resume=True,
+                     progress=False)
+
+
+def test_corrupt_checkpoint_is_refused(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    path.write_bytes(b"not a checkpoint at all")
+    vae = small_vae()
+    with pytest.raises(ValueError, match="checkpoint: .*corrupt"):
+        pyro_dgm.fit(vae.model, vae.guide, digits, steps=2, checkpoint=path, resume=True, progress=False)
+
+
+def test_checkpoint_loads_with_weights_only(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    vae = small_vae()
+    pyro_dgm.fit(vae.model, vae.guide, digits, steps=3, batch_size=32, checkpoint=path, progress=False)
+    state = torch.load(path, weights_only=True)
+    assert state["format"] == ckpt.FORMAT and state["step"] == 3
+
+
+# ------------------------------------------------------------------ NaN
+
+class ExplodesAtStep(MaximumLikelihood):
+    def __init__(self, step):
+        self.bad_step, self.calls = step, 0
+
+    def loss(self, group, batch):
+        nll = super().loss(group, batch)
+        self.calls += 1
+        boom = torch.tensor(float("nan")) if self.calls > self.bad_step + 1 else torch.tensor(0.0)
+        return {"nll": nll, "penalty": boom}
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    m = FactorizedBernoulli(64)
+    with pytest.raises(pyro_dgm.NonFiniteLossError, match=r"at step 5.*'model/penalty'"):
+        # setup's validation pass calls loss once, so step k is call k + 2
+        pyro_dgm.fit(m.model, None, digits, objective=ExplodesAtStep(5), steps=50, batch_size=16,
+                     checkpoint=path, checkpoint_every=2, progress=False)
+    saved = ckpt.load(path)
+    assert saved["step"] == 4
+    assert all(math.isfinite(v) for v in saved["losses"]["model"])
+    assert torch.isfinite(m.logits).all()
+
+
+# ------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size: expected an integer >= 1"),
+    ({"batch_size": 1000, "drop_last": True}, "batch_size: 1000 is larger than the data"),
+    ({"device": "tpu"}, "device: "),
+    ({"device": "banana"}, "device: unknown device"),
+    ({"epochs": 0}, "epochs: expected an integer >= 1"),
+    ({"optimizer": "adamax2"}, "optimizer: unknown name"),
+    ({"precision": "fp8"}, "precision: expected"),
+])
+def test_bad_arguments(digits, kwargs, match):
+    m = FactorizedBernoulli(64)
+    with pytest.raises(ValueError, match=match):
+        pyro_dgm.fit(m.model, None, digits, progress=False, **{"steps": 1, **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_where_none_exists():
+    m = FactorizedBernoulli(4)
+    with pytest.raises(ValueError, match="device: 'cuda' asked for CUDA, but no CUDA device"):
+        pyro_dgm.fit(m.model, None, torch.zeros(4, 4), device="cuda", progress=False)
+
+
+def test_wrong_data_shape(digits):
+    vae = small_vae()
+    with pytest.raises(ValueError, match=r"data: each example has shape \(32,\).*\(64,\)"):
+        pyro_dgm.fit(vae.model, vae.guide, digits[:, :32], steps=1, progress=False)
+    conv = ConvVAE((1, 8, 8))
+    with pytest.raises(ValueError, match=r"data: each example has shape \(64,\).*\(1, 8, 8\)"):
+        pyro_dgm.fit(conv.model, conv.guide, digits, steps=1, progress=False)
+
+
+def test_non_binary_data_to_bernoulli():
+    x = load_digits("train", kind="continuous")[:64]
+    vae = small_vae()
+    with pytest.raises(ValueError, match="data: values .* outside the support .*binarize"):
+        pyro_dgm.fit(vae.model, vae.guide, x, steps=1, progress=False)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_in_data(bad):
+    x = torch.zeros(16, 4)
+    x[3, 1] = bad
+    with pytest.raises(ValueError, match="data: contains 1 NaN or infinite"):
+        pyro_dgm.fit(DiagonalGaussian(4).model, None, x, steps=1, progress=False)
+
+
+def test_empty_data():
+    with pytest.raises(ValueError, match="data: is empty"):
+        pyro_dgm.fit(DiagonalGaussian(4).model, None, torch.zeros(0, 4), steps=1, progress=False)
+    with pytest.raises(ValueError, match="data: the Dataset is empty"):
+        pyro_dgm.fit(DiagonalGaussian(4).model, None, torch.utils.data.TensorDataset(torch.zeros(0, 4)),
+                     steps=1, progress=False)
+
+
+def test_elbo_needs_guide_and_mle_refuses_latents(digits):
+    vae = small_vae()
+    with pytest.raises(ValueError, match="guide: ELBO needs a guide"):
+        pyro_dgm.fit(vae.model, None, digits, objective=ELBO(), steps=1, progress=False)
+    with pytest.raises(ValueError, match="MaximumLikelihood needs a model without latent sites"):
+        pyro_dgm.fit(vae.model, None, digits, steps=1, progress=False)
+
+
+def test_no_work_done_before_bad_input_is_reported(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    vae = small_vae()
+    before = vae.decoder[0].weight.clone()
+    with pytest.raises(ValueError):
+        pyro_dgm.fit(vae.model, vae.guide, digits[:, :10], steps=5, checkpoint=path, progress=False)
+    assert torch.equal(before, vae.decoder[0].weight) and not path.exists()
