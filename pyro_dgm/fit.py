@@ -174,7 +174,8 @@ class _Batches:
         for i in range(skip, len(self)):
             chunk = idx[i * self.batch_size:(i + 1) * self.batch_size]
             if isinstance(self.dataset, torch.Tensor):
-                batch = self.dataset[chunk]
+                # unshuffled: a view, no copy
+                batch = self.dataset[chunk] if self.shuffle else self.dataset[i * self.batch_size:(i + 1) * self.batch_size]
             else:
                 batch = torch.utils.data.default_collate([self.dataset[int(j)] for j in chunk])
             yield _first_tensor(batch).to(self.device, non_blocking=True)
