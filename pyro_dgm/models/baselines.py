@@ -23,7 +23,24 @@ def batch_size_of(x, num_samples):
     return int(num_samples)
 
 
-class FactorizedBernoulli(PyroModule):
+class _Factorized(PyroModule):
+    """A distribution with independent dimensions at site "x"; subclasses give ``distribution(n)``."""
+
+    def __init__(self, event_shape):
+        super().__init__()
+        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+
+    def model(self, x=None, num_samples=None):
+        n = batch_size_of(x, num_samples)
+        with pyro.plate("data", n):
+            return pyro.sample("x", self.distribution(n), obs=x)
+
+    def sample(self, n):
+        with torch.no_grad():
+            return self.distribution(n).sample()
+
+
+class FactorizedBernoulli(_Factorized):
     """p(x) = prod_i Bernoulli(x_i; sigmoid(theta_i)): the baseline any model of binary data must beat.
 
     Example::
@@ -34,30 +51,19 @@ class FactorizedBernoulli(PyroModule):
     """
 
     def __init__(self, event_shape):
-        super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        super().__init__(event_shape)
         self.logits = nn.Parameter(torch.zeros(self.event_shape))
 
     def distribution(self, n):
         logits = self.__dict__["_parameters"]["logits"]  # plain tensor: no pyro.param overhead
         return dist.Bernoulli(logits=logits.expand(n, *self.event_shape)).to_event(len(self.event_shape))
 
-    def model(self, x=None, num_samples=None):
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)
 
-    def sample(self, n):
-        with torch.no_grad():
-            return self.distribution(n).sample()
-
-
-class DiagonalGaussian(PyroModule):
+class DiagonalGaussian(_Factorized):
     """p(x) = prod_i N(x_i; mu_i, sigma_i^2): the baseline for continuous data."""
 
     def __init__(self, event_shape):
-        super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        super().__init__(event_shape)
         self.loc = nn.Parameter(torch.zeros(self.event_shape))
         self.log_scale = nn.Parameter(torch.zeros(self.event_shape))
 
@@ -65,15 +71,6 @@ class DiagonalGaussian(PyroModule):
         p = self.__dict__["_parameters"]
         return dist.Normal(p["loc"], p["log_scale"].exp()).expand([n, *self.event_shape]).to_event(
             len(self.event_shape))
-
-    def model(self, x=None, num_samples=None):
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)
-
-    def sample(self, n):
-        with torch.no_grad():
-            return self.distribution(n).sample()
 
 
 @register_model("bernoulli", family="baseline", data_kinds=("binary",),
