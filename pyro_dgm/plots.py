@@ -69,6 +69,8 @@ def latent_scatter(z, labels=None, path=None, title="latent means"):
     sns.scatterplot(x=z[:, 0], y=z[:, 1], hue=None if labels is None else np.asarray(labels),
                     palette="tab10", s=12, ax=ax, legend=labels is not None)
     ax.set(xlabel="z1", ylabel="z2", title=title)
+    if labels is not None:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return _save(fig, path)
 
 
