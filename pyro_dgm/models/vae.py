@@ -105,7 +105,13 @@ class VAE(PyroModule):
         return d.to_event(len(self.event_shape))
 
     def prior(self, n):
-        return dist.Normal(self.prior_loc, self.prior_scale).expand([n, self.latent_dim]).to_event(1)
+        """p(z) = N(0, I) for a batch of n; built once per (n, device, dtype), since it never changes."""
+        key = (n, self.prior_loc.device, self.prior_loc.dtype)
+        cache = self.__dict__.setdefault("_prior_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = dist.Normal(self.prior_loc, self.prior_scale).expand([n, self.latent_dim]).to_event(1)
+        return cache[key]
 
     def model(self, x=None, num_samples=None):
         """p(z) p(x|z): site "z" then site "x"."""
