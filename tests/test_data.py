@@ -90,3 +90,15 @@ def test_mnist_npz_and_missing_files(tmp_path):
         data.load_mnist(empty, "train")
     with pytest.raises(ValueError, match="data_dir: MNIST is read from local files"):
         get_data("mnist").load("train", 0, None)
+
+
+def test_checkerboard_fills_only_the_dark_squares():
+    x = data.toy_2d("checkerboard", 20000, seed=0)
+    assert x.min() >= -4 and x.max() <= 4
+    cells = ((x + 4) // 2).long()  # 4x4 board of 2x2 squares
+    counts = torch.zeros(4, 4)
+    counts.index_put_((cells[:, 0].clamp(max=3), cells[:, 1].clamp(max=3)), torch.ones(len(x)), accumulate=True)
+    occupied = counts > 0
+    assert int(occupied.sum()) == 8
+    assert bool((occupied ^ occupied.roll(1, 0)).all())  # neighbours alternate
+    assert counts[occupied].min() > 0.8 * len(x) / 8
