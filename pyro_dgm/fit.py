@@ -464,9 +464,10 @@ def _train_group(objective, group, batch, step, opt, autocast, clip_grad):
     value = float(total_loss.detach())
     if not math.isfinite(value):
         raise NonFiniteLossError(_nan_message(step, group, value, named))
-    total_loss.backward()
+    params = [p for pg in opt.param_groups for p in pg["params"]]
+    total_loss.backward(inputs=params)  # only this group's gradients: a GAN's critic loss leaves G alone
     if clip_grad is not None:
-        torch.nn.utils.clip_grad_norm_([p for pg in opt.param_groups for p in pg["params"]], clip_grad)
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
     opt.step()
     objective.after_step(group)
     return value, {k: float(v.detach()) for k, v in (named or {}).items()}
