@@ -194,18 +194,57 @@ def cmd_sample(args):
 
 
 def cmd_evaluate(args):
-    from .evaluation import evaluate
-
     _positive("num-particles", args.num_particles)
     meta, spec, dspec, module = load_run(args.run)
     image = bool(spec.fit_defaults.get("image", False))
     x = dspec.load(args.split, meta["seed"], meta.get("data_dir"), image=image)
-    model, guide = _programs(module)
-    res = evaluate(model, x, guide=guide, num_particles=args.num_particles if guide else 1, seed=args.seed)
-    print(f"{meta['model']} on {meta['data']} ({args.split}, {res['num_examples']} examples): "
-          f"NLL {res['nll']:.3f} ± {res['nll_stderr']:.3f} nats, {res['bits_per_dim']:.4f} bits/dim"
-          + (f" (IWAE, K={res['num_particles']})" if guide else ""))
+    where = f"{meta['model']} on {meta['data']} ({args.split}, {x.shape[0]} examples)"
+    if spec.family == "gan":
+        print(f"{where}: {_sample_quality(module, x, dspec.kind)} (a GAN has no likelihood)")
+        return 0
+    res, how = _likelihood(spec, dspec, module, x, args)
+    print(f"{where}: NLL {res['nll']:.3f} ± {res['nll_stderr']:.3f} nats, {res['bits_per_dim']:.4f} bits/dim ({how})")
     return 0
+
+
+def _likelihood(spec, dspec, module, x, args):
+    """(result dict, how it was computed) for every family that has a density."""
+    from .evaluation import evaluate
+
+    if spec.family == "score":
+        from .inference import VESDE, probability_flow_nll
+        from .inference.score_based import score_field_of
+
+        field = score_field_of(module.model, x[:2])
+        sde = field.sde
+        if sde is None:  # a noise ladder: the VE SDE through the same range of sigmas
+            sde = VESDE(float(field.sigmas.min()), float(field.sigmas.max()))
+        levels = 17 if dspec.name == "digits-continuous" else None
+        res = probability_flow_nll(module.model, x, sde=sde, num_levels=levels, seed=args.seed)
+        return res, f"probability-flow ODE of {type(sde).__name__}"
+    if spec.family == "ebm":
+        if tuple(x.shape[1:]) != (2,):
+            raise UsageError("evaluate: an EBM's log Z is integrated on a grid in 2-D only; in higher "
+                             "dimensions estimate it with pyro_dgm.partition.ais_log_partition")
+        from .partition import grid_log_partition
+
+        log_z = grid_log_partition(module.energy, bounds=6.0, num_points=500)
+        return evaluate(module.model, x, log_normalizer=log_z), f"log Z {log_z:.3f} on a 500x500 grid"
+    guide = getattr(module, "guide", None)
+    res = evaluate(module.model, x, guide=guide, num_particles=args.num_particles if guide else 1, seed=args.seed)
+    return res, f"IWAE, K={res['num_particles']}" if guide else "exact"
+
+
+def _sample_quality(module, x, kind):
+    from . import metrics
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        samples = draw(module, x.shape[0])
+    if kind == "points":
+        return f"MMD^2 {metrics.mmd2(samples, x):.4f} between {x.shape[0]} samples and the data"
+    q = metrics.digits_quality(samples.reshape(x.shape[0], -1), x.reshape(x.shape[0], -1))
+    return f"classifier Frechet distance {q['frechet']:.3f}, precision {q['precision']:.3f}, recall {q['recall']:.3f}"
 
 
 def cmd_demo(args):
