@@ -13,16 +13,28 @@ __all__ = ["EarlyStopping", "validation_loss"]
 
 
 def validation_loss(objective, data: torch.Tensor, batch_size: int = 500, group: str | None = None) -> float:
-    """The objective's loss on ``data`` (no gradients), averaged over examples."""
+    """The objective's loss on ``data`` (no gradients, modules in eval mode), averaged over examples.
+
+    Eval mode matters: a MADE then scores its ensemble of orderings, batch
+    norm uses its running statistics.
+    """
     group = group or next(iter(objective.param_groups()))
+    modules = objective.param_groups()[group]
+    was_training = [m.training for m in modules]
     total, n = 0.0, 0
-    with torch.no_grad(), _validation(False):
-        for i in range(0, data.shape[0], batch_size):
-            x = data[i:i + batch_size]
-            out = objective.loss(group, x)
-            value = sum(out.values()) if isinstance(out, dict) else out
-            total += float(value) * x.shape[0]
-            n += x.shape[0]
+    try:
+        for m in modules:
+            m.eval()
+        with torch.no_grad(), _validation(False):
+            for i in range(0, data.shape[0], batch_size):
+                x = data[i:i + batch_size]
+                out = objective.loss(group, x)
+                value = sum(out.values()) if isinstance(out, dict) else out
+                total += float(value) * x.shape[0]
+                n += x.shape[0]
+    finally:
+        for m, mode in zip(modules, was_training):
+            m.train(mode)
     return total / n
 
 
@@ -32,7 +44,7 @@ class EarlyStopping:
     Args:
         data: validation tensor (moved to the training device).
         patience: epochs without an improvement larger than ``min_delta``.
-        restore_best: load the best modules' weights back when training stops.
+        restore_best: load the best modules' weights back when training ends.
 
     After training, ``best`` holds the best validation loss and ``history``
     every epoch's value.
@@ -67,6 +79,9 @@ class EarlyStopping:
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
             state.stop = True
-            if self.restore_best and self._best_state is not None:
-                for m, sd in zip(state.modules, self._best_state):
-                    m.load_state_dict(sd)
+
+    def on_train_end(self, state) -> None:
+        """Load the best weights back, whether patience ran out or the epochs did."""
+        if self.restore_best and self._best_state is not None:
+            for m, sd in zip(state.modules, self._best_state):
+                m.load_state_dict(sd)

@@ -289,8 +289,9 @@ def fit(
         seed: seeds Python, NumPy and torch, and the data order.
         modules: extra ``nn.Module``\\ s to train in group "model" (for programs
             that are plain functions).
-        callbacks: objects with ``on_step_end(state)`` / ``on_epoch_end(state)``
-            (see :class:`FitState`), or plain callables called every step.
+        callbacks: objects with ``on_step_end(state)``, ``on_epoch_end(state)``
+            and ``on_train_end(state)`` (see :class:`FitState`), or plain
+            callables called every step.
         checkpoint: path of the checkpoint file, written atomically every
             ``checkpoint_every`` steps, at every epoch end and at the end.
         resume: True to continue from ``checkpoint`` if it exists, or a path.
@@ -451,6 +452,8 @@ def fit(
     finally:
         bar.close()
     save()
+    for cb in callbacks:
+        _call_callback(cb, "on_train_end", fit_state)
     for m in all_modules:
         m.eval()
     return FitResult(losses, terms, all_modules, objective, step, epoch, dev, ckpt_path, optimizers)

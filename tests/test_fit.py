@@ -288,3 +288,25 @@ def test_no_work_done_before_bad_input_is_reported(digits, tmp_path):
     with pytest.raises(ValueError):
         pyro_dgm.fit(vae.model, vae.guide, digits[:, :10], steps=5, checkpoint=path, progress=False)
     assert torch.equal(before, vae.decoder[0].weight) and not path.exists()
+
+
+def test_early_stopping_restores_best_weights_when_epochs_run_out():
+    from pyro_dgm.fit import FitState
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+
+    class WeightIsTheLoss(MaximumLikelihood):
+        def param_groups(self):
+            return {"model": [layer]}
+
+        def loss(self, group, batch):
+            return layer.weight.sum().abs()
+
+    stop = EarlyStopping(torch.zeros(4, 1), patience=10)
+    state = FitState(0, 0, {}, [layer], WeightIsTheLoss(), torch.device("cpu"))
+    for w in (3.0, 1.0, 2.0):  # the best epoch is the second
+        layer.weight.data.fill_(w)
+        stop.on_epoch_end(state)
+    assert not state.stop and stop.history == [3.0, 1.0, 2.0]
+    stop.on_train_end(state)
+    assert float(layer.weight) == 1.0
