@@ -83,6 +83,16 @@ class _EnergyObjective(Objective):
     def _site(self, batch):
         return data_site(trace_program(self.model, batch))["fn"]
 
+    # A noise distribution that is a module (a fitted Gaussian, a flow) is state to checkpoint.
+    noise = None
+
+    def state_dict(self):
+        return {"noise": self.noise.state_dict()} if isinstance(self.noise, nn.Module) else {}
+
+    def load_state_dict(self, state):
+        if "noise" in state and isinstance(self.noise, nn.Module):
+            self.noise.load_state_dict(state["noise"])
+
 
 def _positive(name, value):
     if not (isinstance(value, (int, float)) and value > 0):
@@ -151,13 +161,6 @@ class ContrastiveDivergence(_EnergyObjective):
         e_pos, e_neg = site.energy(batch), site.energy(neg)
         return {"cd": e_pos.mean() - e_neg.mean(),
                 "energy_reg": self.alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())}
-
-    def state_dict(self):
-        return {"noise": self.noise.state_dict()} if isinstance(self.noise, nn.Module) else {}
-
-    def load_state_dict(self, state):
-        if "noise" in state and isinstance(self.noise, nn.Module):
-            self.noise.load_state_dict(state["noise"])
 
     def __repr__(self):
         return (f"{type(self).__name__}(num_steps={self.num_steps}, step_size={self.step_size}, "
@@ -303,13 +306,6 @@ class NoiseContrastiveEstimation(_EnergyObjective):
         g_x = _nce_logit(site, c, lq_x, batch, log_nu)
         g_y = _nce_logit(site, c, lq_y, y, log_nu)
         return -(F.logsigmoid(g_x).mean() + self.noise_ratio * F.logsigmoid(-g_y).mean())
-
-    def state_dict(self):
-        return {"noise": self.noise.state_dict()} if isinstance(self.noise, nn.Module) else {}
-
-    def load_state_dict(self, state):
-        if "noise" in state and isinstance(self.noise, nn.Module):
-            self.noise.load_state_dict(state["noise"])
 
     def __repr__(self):
         return f"NoiseContrastiveEstimation(noise_ratio={self.noise_ratio})"

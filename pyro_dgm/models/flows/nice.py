@@ -26,7 +26,29 @@ def alternating_mask(dim: int, parity: int) -> torch.Tensor:
     return ((torch.arange(dim) + parity) % 2 == 0).to(torch.get_default_dtype())
 
 
-class AdditiveCoupling(TransformModule):
+class MaskedCoupling(TransformModule):
+    """Base of the masked couplings: coordinates where ``mask == 1`` pass through and condition ``net``."""
+
+    bijective = True
+
+    def __init__(self, mask: torch.Tensor, net: nn.Module):
+        super().__init__(cache_size=0)
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("mask: expected a tensor of zeros and ones")
+        self.register_buffer("mask", mask.clone())
+        self.net = net
+        self._event_dim = mask.dim()
+
+    @property
+    def domain(self):
+        return constraints.independent(constraints.real, self._event_dim)
+
+    @property
+    def codomain(self):
+        return self.domain
+
+
+class AdditiveCoupling(MaskedCoupling):
     """NICE's additive coupling layer, with a binary mask :math:`b` choosing the kept half.
 
     .. math:: y = x + (1 - b) \\odot m(b \\odot x), \\qquad
@@ -54,20 +76,6 @@ class AdditiveCoupling(TransformModule):
 
     bijective = True
     volume_preserving = True
-
-    def __init__(self, mask: torch.Tensor, net: nn.Module):
-        super().__init__(cache_size=0)
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("mask: expected a tensor of zeros and ones")
-        self.register_buffer("mask", mask.clone())
-        self.net = net
-        self._event_dim = mask.dim()
-
-    @property
-    def domain(self):
-        return constraints.independent(constraints.real, self._event_dim)
-
-    codomain = domain
 
     def _call(self, x):
         return x + (1 - self.mask) * self.net(self.mask * x)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import torch
-from pyro.distributions import constraints
-from pyro.distributions.torch_transform import TransformModule
 from torch import nn
 
 from ...registry import register_model
@@ -12,7 +10,7 @@ from .core import FlowModel, Remembered, as_shape
 from .dequantization import LogitTransform
 from .multiscale import FactorOut, Squeeze
 from .nets import conv_net, mlp_net
-from .nice import _flat_dim, _logit_for, alternating_mask
+from .nice import MaskedCoupling, _flat_dim, _logit_for, alternating_mask
 
 __all__ = ["MaskedAffineCoupling", "checkerboard_mask", "channel_mask", "RealNVP", "MultiScaleRealNVP"]
 
@@ -46,7 +44,7 @@ def channel_mask(shape, parity: int = 0) -> torch.Tensor:
     return m.reshape(c, 1, 1).expand(c, h, w).clone()
 
 
-class MaskedAffineCoupling(Remembered, TransformModule):
+class MaskedAffineCoupling(Remembered, MaskedCoupling):
     """RealNVP's affine coupling with a binary mask :math:`b` (Dinh et al., 2017, eq. 9):
 
     .. math:: y = b \\odot x + (1 - b) \\odot \\left(x \\odot \\exp(s(b \\odot x)) + t(b \\odot x)\\right),
@@ -75,19 +73,8 @@ class MaskedAffineCoupling(Remembered, TransformModule):
     bijective = True
 
     def __init__(self, mask: torch.Tensor, net: nn.Module):
-        super().__init__(cache_size=0)
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("mask: expected a tensor of zeros and ones")
-        self.register_buffer("mask", mask.clone())
-        self.net = net
+        super().__init__(mask, net)
         self.scale = nn.Parameter(torch.ones(mask.shape))
-        self._event_dim = mask.dim()
-
-    @property
-    def domain(self):
-        return constraints.independent(constraints.real, self._event_dim)
-
-    codomain = domain
 
     def _params(self, x):
         batch = x.shape[:x.dim() - self._event_dim]
