@@ -5,7 +5,7 @@
 ['evaluate', 'fit', 'to_arviz']
 """
 
-from . import data, inference, models
+from . import data, distributions, inference, metrics, models, partition
 from .fit import FitResult, FitState, NonFiniteLossError, fit
 from .evaluation import evaluate
 from .arviz import to_arviz
@@ -13,4 +13,4 @@ from .arviz import to_arviz
 __version__ = "0.1.0"
 
 __all__ = ["fit", "evaluate", "to_arviz", "FitResult", "FitState", "NonFiniteLossError",
-           "data", "inference", "models", "__version__"]
+           "data", "distributions", "inference", "metrics", "models", "partition", "__version__"]

@@ -204,8 +204,9 @@ def _make_optimizer(optimizer, params, lr, kwargs):
 _FUSABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
-def _per_group(value, group, what):
-    if isinstance(value, dict):
+def _per_group(value, group, what, groups=()):
+    # A dict is per group only when its keys name groups: {"betas": ...} is one optimizer's options.
+    if isinstance(value, dict) and not set(value).isdisjoint(groups):
         if group not in value:
             raise ValueError(f"{what}: no entry for parameter group {group!r} in {sorted(value)}")
         return value[group]
@@ -365,9 +366,9 @@ def fit(
         params = _unique(p for m in ms for p in m.parameters() if p.requires_grad)
         if not params:
             raise ValueError(f"modules: parameter group {g!r} has no trainable parameters")
-        optimizers[g] = _make_optimizer(optimizer, params, _per_group(lr, g, "lr"),
-                                        _per_group(optimizer_kwargs, g, "optimizer_kwargs"))
-        sched = _per_group(scheduler, g, "scheduler") if scheduler is not None else None
+        optimizers[g] = _make_optimizer(optimizer, params, _per_group(lr, g, "lr", groups),
+                                        _per_group(optimizer_kwargs, g, "optimizer_kwargs", groups))
+        sched = _per_group(scheduler, g, "scheduler", groups) if scheduler is not None else None
         if sched is not None:
             schedulers[g] = sched(optimizers[g])
 

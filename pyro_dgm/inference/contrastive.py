@@ -334,7 +334,7 @@ class FlowContrastiveEstimation(NoiseContrastiveEstimation):
             maximum likelihood (``fit(flow.model, None, data)``) for a head start.
         log_z_init: the initial c.
         gaussian_weight: w > 0 contrasts against the mixture
-            :math:`(1-w)\, q_\alpha + w\, \mathcal{N}` with the Gaussian fitted to the
+            :math:`(1-w)\\, q_\\alpha + w\\, \\mathcal{N}` with the Gaussian fitted to the
             first batch (not in Gao et al.): NCE constrains the energy only where
             data or noise has mass, and a flow that has caught up with the data
             leaves the EBM free to put mass in the empty space between modes.

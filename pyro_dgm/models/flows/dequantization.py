@@ -46,7 +46,7 @@ class LogitTransform(Transform):
 
     Elementwise (``event_dim = 0``); the flow sums it over the event. Its
     domain is the interval that the logit maps onto the real line,
-    :math:`(-\frac{\alpha}{1-2\alpha}, \frac{1-\alpha}{1-2\alpha}) \supset [0, 1)`:
+    :math:`(-\\frac{\\alpha}{1-2\\alpha}, \\frac{1-\\alpha}{1-2\\alpha}) \\supset [0, 1)`:
     a flow's samples can fall slightly outside [0, 1), and the mass there is
     what the pre-processing costs in likelihood.
 
