@@ -80,6 +80,15 @@ class EarlyStopping:
         if self.bad_epochs >= self.patience:
             state.stop = True
 
+    def state_dict(self) -> dict:
+        """Progress so far, so that a resumed run keeps its patience count and best weights."""
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "history": list(self.history),
+                "best_state": self._best_state or []}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+        self.history, self._best_state = list(state["history"]), state["best_state"] or None
+
     def on_train_end(self, state) -> None:
         """Load the best weights back, whether patience ran out or the epochs did."""
         if self.restore_best and self._best_state is not None:

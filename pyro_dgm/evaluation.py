@@ -12,7 +12,8 @@ import torch
 from pyro import poutine
 
 from .fit import _first_tensor, _validation
-from .inference.objective import _module_of, data_site, latent_sites, sample_sites
+from .inference.checks import expected_event_shape
+from .inference.objective import data_site, device_of, latent_sites, sample_sites
 
 __all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "to_bits_per_dim"]
 
@@ -50,8 +51,7 @@ def iwae_log_weights(model, guide, x: torch.Tensor, num_particles: int, chunk: i
 
 
 def _event_dims(model, x):
-    module = _module_of(model)
-    shape = getattr(module if module is not None else model, "event_shape", None)
+    shape = expected_event_shape(model)
     return math.prod(shape) if shape is not None else math.prod(x.shape[1:])
 
 
@@ -94,8 +94,7 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         raise ValueError("data: is empty; expected at least one example")
     if seed is not None:
         torch.manual_seed(seed)
-    module = _module_of(model)
-    dev = torch.device(device) if device is not None else _module_device(module)
+    dev = torch.device(device) if device is not None else device_of(model)
     values, dims = [], None
     with torch.no_grad(), _validation(False):
         for x in _batches(data, batch_size, dev):
@@ -118,10 +117,3 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     return {"nll": mean, "nll_stderr": stderr, "bits_per_dim": to_bits_per_dim(mean, dims),
             "num_examples": nll.numel(), "num_particles": num_particles}
 
-
-def _module_device(module):
-    if module is None:
-        return torch.device("cpu")
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")

@@ -116,7 +116,9 @@ class _Batches:
     """Reproducible batches from a tensor, Dataset or DataLoader.
 
     The order of epoch ``e`` depends only on (``shuffle_seed``, ``e``), so a
-    resumed run sees exactly the batches the interrupted one would have.
+    resumed run sees exactly the batches the interrupted one would have. (For
+    a DataLoader this holds when it shuffles with a ``RandomSampler`` or not
+    at all; a custom sampler keeps its own randomness.)
     """
 
     def __init__(self, data, batch_size, shuffle, drop_last, shuffle_seed, device):
@@ -166,6 +168,13 @@ class _Batches:
     def epoch(self, epoch, skip=0):
         """Yield the batches of ``epoch``, skipping the first ``skip``."""
         if self.loader is not None:
+            # The loader's shuffle and worker seeds, made functions of (seed, epoch) so that
+            # resume is exact; left alone, each new iterator would draw from the global RNG.
+            seed = int(self.shuffle_seed) * 100_003 + epoch
+            self.loader.generator = torch.Generator().manual_seed(seed)
+            sampler = getattr(self.loader, "sampler", None)
+            if isinstance(sampler, torch.utils.data.RandomSampler):
+                sampler.generator = torch.Generator().manual_seed(seed)
             for i, batch in enumerate(self.loader):
                 if i >= skip:
                     yield _first_tensor(batch).to(self.device, non_blocking=True)
@@ -299,7 +308,8 @@ def fit(
             that are plain functions).
         callbacks: objects with ``on_step_end(state)``, ``on_epoch_end(state)``
             and ``on_train_end(state)`` (see :class:`FitState`), or plain
-            callables called every step.
+            callables called every step. A callback's ``state_dict()`` /
+            ``load_state_dict()``, if it has them, go into checkpoints.
         checkpoint: path of the checkpoint file, written atomically every
             ``checkpoint_every`` steps, at every epoch end and at the end.
         resume: True to continue from ``checkpoint`` if it exists, or a path.
@@ -340,7 +350,13 @@ def fit(
 
         objective = ELBO() if guide is not None else MaximumLikelihood()
 
-    own = modules_of(model, guide) + [m for m in (modules or []) if isinstance(m, nn.Module)]
+    bad = [m for m in (modules or []) if not isinstance(m, nn.Module)]
+    if bad:
+        raise ValueError(f"modules: expected torch.nn.Modules, got {[type(m).__name__ for m in bad]}")
+    if len(batches) == 0:
+        raise ValueError("data: the DataLoader yields no batches (drop_last=True with a batch_size "
+                         "larger than the data?)")
+    own = modules_of(model, guide) + list(modules or [])
     for m in own:
         m.to(dev)
 
@@ -389,6 +405,9 @@ def fit(
         for g, sd in state["schedulers"].items():
             schedulers[g].load_state_dict(sd)
         objective.load_state_dict(state["objective"])
+        for cb, cb_state in zip(callbacks, state.get("callbacks", [])):
+            if hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(cb_state)
         losses = {g: list(v) for g, v in state["losses"].items()}
         terms = {k: list(v) for k, v in state["terms"].items()}
         step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -415,6 +434,7 @@ def fit(
             "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
             "schedulers": {g: s.state_dict() for g, s in schedulers.items()},
             "objective": objective.state_dict(),
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in callbacks],
             "losses": losses, "terms": terms,
             "step": step, "epoch": epoch, "batch_in_epoch": skip,
             "shuffle_seed": batches.shuffle_seed,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .inference.objective import device_of
 from .inference.samplers import hmc_step, langevin, mala_step
 
 __all__ = ["grid_log_partition", "grid_points", "ais_log_partition", "PartitionEstimate"]
@@ -72,7 +73,7 @@ def grid_log_partition(energy, bounds=(-4.0, 4.0), num_points: int = 400, dim: i
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk: expected an integer >= 1, got {chunk!r}")
-    pts, log_vol = grid_points(bounds, num_points, dim, device)
+    pts, log_vol = grid_points(bounds, num_points, dim, device if device is not None else device_of(energy))
     with torch.no_grad():
         neg = torch.cat([-energy(pts[i:i + chunk]).reshape(-1) for i in range(0, pts.shape[0], chunk)])
     return float(torch.logsumexp(neg.double(), 0)) + log_vol

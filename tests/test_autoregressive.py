@@ -367,3 +367,22 @@ def test_cli_trains_samples_and_evaluates_an_image_model(tmp_path, capsys):
     assert main(["evaluate", "--run", str(run)]) == 0
     out = capsys.readouterr().out
     assert "bits/dim" in out
+
+
+def test_made_resume_continues_with_the_right_mask_set(tmp_path):
+    x = torch.bernoulli(torch.full((64, 6), 0.4, dtype=torch.float32))
+
+    def made():
+        torch.manual_seed(0)
+        return MADE(6, hidden=(16,), num_masks=4)
+
+    straight = made()
+    ref = pyro_dgm.fit(straight.model, None, x, steps=6, batch_size=16, seed=1, progress=False)
+    path = tmp_path / "made.pt"
+    first = made()
+    pyro_dgm.fit(first.model, None, x, steps=3, batch_size=16, seed=1, checkpoint=path, progress=False)
+    again = made()
+    resumed = pyro_dgm.fit(again.model, None, x, steps=6, batch_size=16, seed=1, checkpoint=path, resume=True,
+                           progress=False)
+    assert resumed.losses["model"] == ref.losses["model"]
+    assert again.mask_index == straight.mask_index

@@ -255,7 +255,6 @@ def test_fce_trains_the_flow_as_the_adversary(weight):
     r = pyro_dgm.fit(ebm.model, None, x, objective=obj, steps=3, batch_size=128, seed=1, progress=False)
     assert set(r.losses) == {"model", "flow"} and len(r.losses["flow"]) == 3
     # the flow's loss is V and the model's is -V, evaluated on different samples
-    assert all(v < 0 for v in r.losses["flow"])
     assert any(not torch.equal(a, b) for a, b in zip(before, obj.flow.parameters()))
 
 

@@ -310,3 +310,47 @@ def test_early_stopping_restores_best_weights_when_epochs_run_out():
     assert not state.stop and stop.history == [3.0, 1.0, 2.0]
     stop.on_train_end(state)
     assert float(layer.weight.detach()) == 1.0
+
+
+def test_early_stopping_state_survives_a_resume(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    val = load_digits("val")
+    first = EarlyStopping(val, patience=50)
+    vae = small_vae()
+    pyro_dgm.fit(vae.model, vae.guide, digits, epochs=3, batch_size=128, seed=0, checkpoint=path,
+                 callbacks=[first], progress=False)
+    second = EarlyStopping(val, patience=50)
+    again = small_vae()
+    pyro_dgm.fit(again.model, again.guide, digits, epochs=5, batch_size=128, seed=0, checkpoint=path,
+                 resume=True, callbacks=[second], progress=False)
+    assert len(second.history) == 5 and second.history[:3] == first.history
+
+
+def test_shuffled_dataloader_resumes_exactly(digits, tmp_path):
+    loader = lambda: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(digits), batch_size=48,  # noqa: E731
+                                                 shuffle=True)
+    full = small_vae()
+    ref = pyro_dgm.fit(full.model, full.guide, loader(), steps=14, seed=2, progress=False)
+
+    def stop_at_9(state):
+        if state.step == 9:
+            state.stop = True
+
+    path = tmp_path / "ck.pt"
+    part = small_vae()
+    pyro_dgm.fit(part.model, part.guide, loader(), steps=14, seed=2, checkpoint=path, callbacks=[stop_at_9],
+                 progress=False)
+    torch.randn(100)  # the global RNG moves on between the runs, as it does between processes
+    again = small_vae()
+    resumed = pyro_dgm.fit(again.model, again.guide, loader(), steps=14, seed=2, checkpoint=path, resume=True,
+                           progress=False)
+    assert resumed.losses["model"] == ref.losses["model"]
+
+
+def test_modules_must_be_modules_and_loaders_must_yield(digits):
+    m = FactorizedBernoulli(64)
+    with pytest.raises(ValueError, match="modules: expected torch.nn.Modules"):
+        pyro_dgm.fit(m.model, None, digits, modules=["nope"], steps=1, progress=False)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(digits[:10]), batch_size=64, drop_last=True)
+    with pytest.raises(ValueError, match="data: the DataLoader yields no batches"):
+        pyro_dgm.fit(m.model, None, loader, steps=1, progress=False)

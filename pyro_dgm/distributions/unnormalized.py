@@ -17,16 +17,9 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
+from ..inference.objective import device_of
+
 __all__ = ["UnnormalizedDistribution"]
-
-
-def _device_of(energy):
-    """The device of the module behind ``energy`` (a module or a bound method of one)."""
-    owner = energy if isinstance(energy, torch.nn.Module) else getattr(energy, "__self__", None)
-    if isinstance(owner, torch.nn.Module):
-        for t in list(owner.parameters()) + list(owner.buffers()):
-            return t.device
-    return torch.device("cpu")
 
 
 class UnnormalizedDistribution(TorchDistribution):
@@ -97,7 +90,7 @@ class UnnormalizedDistribution(TorchDistribution):
         """Approximate samples by MCMC on ``-E`` (``sampler``), shape ``sample_shape + batch_shape + event_shape``."""
         shape = torch.Size(sample_shape) + self.batch_shape
         n = max(shape.numel(), 1)
-        x0 = torch.randn(n, *self.event_shape, device=_device_of(self._energy))
+        x0 = torch.randn(n, *self.event_shape, device=device_of(self._energy))
         sampler = self._sampler or _default_sampler
         with torch.no_grad():
             x = sampler(x0, self.log_prob)

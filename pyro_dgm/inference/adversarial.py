@@ -201,8 +201,6 @@ class Adversarial(Objective):
         ['critic/fake', 'critic/real']
     """
 
-    needs_data_site = False
-
     def __init__(self, critic: nn.Module, loss: str = "ns", *, divergence: str | None = None,
                  n_critic: int | None = None, clip: float | None = None, gp_weight: float | None = None):
         if not isinstance(critic, nn.Module):

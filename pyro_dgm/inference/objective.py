@@ -26,22 +26,17 @@ The protocol, in the order ``fit`` calls it:
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 __all__ = ["Objective", "modules_of", "trace_program", "data_site", "sample_program", "sample_sites",
-           "latent_sites"]
+           "latent_sites", "device_of"]
 
 
 class Objective:
     """Base class: one parameter group, ``"model"``, updated on every batch."""
-
-    #: Objectives that need no data density (GANs) set this to False.
-    needs_data_site = True
 
     def setup(self, model, guide, batch):
         self.model, self.guide = model, guide
@@ -96,6 +91,15 @@ def modules_of(*programs) -> list[nn.Module]:
     return found
 
 
+def device_of(obj) -> torch.device:
+    """The device of the module behind ``obj`` (a module or a bound method of one); CPU otherwise."""
+    module = _module_of(obj)
+    if module is not None:
+        for t in list(module.parameters()) + list(module.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
 def trace_program(program, *args, **kwargs) -> poutine.Trace:
     """Run ``program`` under ``poutine.trace`` and return its trace."""
     return poutine.trace(program).get_trace(*args, **kwargs)
@@ -131,9 +135,3 @@ def sample_program(model, num_samples: int, site: str = "x") -> torch.Tensor:
         trace = trace_program(model, None, num_samples=num_samples)
     return data_site(trace, site)["value"]
 
-
-def accepts_num_samples(program) -> bool:
-    try:
-        return "num_samples" in inspect.signature(program).parameters
-    except (TypeError, ValueError):
-        return False

@@ -117,12 +117,23 @@ class MADE(AutoregressiveModel):
             o = torch.randperm(self.dim, generator=g) if order == "random" else check_order(order, self.dim)
             orders.append(o)
             masks.append(made_masks(made_degrees(o, hidden, connectivity, g), self.num_params))
-        self.num_masks, self.mask_index = num_masks, 0
+        self.num_masks = num_masks
+        # A buffer, so checkpoints carry which mask set trains next.
+        self.register_buffer("_mask_index", torch.zeros((), dtype=torch.long))
         self.register_buffer("orders", torch.stack(orders))
         sizes = (self.dim,) + hidden + (self.dim * self.num_params,)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         for l in range(len(self.layers)):
             self.register_buffer(f"masks_{l}", torch.stack([m[l] for m in masks]))
+
+    @property
+    def mask_index(self) -> int:
+        """The current mask set (0..num_masks-1)."""
+        return int(self._mask_index)
+
+    @mask_index.setter
+    def mask_index(self, k: int) -> None:
+        self._mask_index.fill_(k)
 
     @property
     def ordering(self) -> torch.Tensor:
