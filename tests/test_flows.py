@@ -485,3 +485,16 @@ def test_flows_beat_the_gaussian_on_digits_in_bits_per_dim(name):
     g = pyro_dgm.evaluate(gauss.model, xtest)["bits_per_dim"]
     f = pyro_dgm.evaluate(flow.model, xtest)["bits_per_dim"]
     assert f < g - 0.5, (g, f)
+
+
+def test_iresnet_series_log_det_reuses_the_forward_pass_in_training():
+    """In training mode each g(x) runs a spectral-norm power iteration; the log-det must use the pass's own g."""
+    torch.manual_seed(0)
+    block = F.InvertibleResidual(2, hidden=(16,), log_det="series")
+    block.train()
+    calls = []
+    block.net.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(5, 2)
+    y = block(x)
+    ld = block.log_abs_det_jacobian(x, y)
+    assert len(calls) == 1 and ld.shape == (5,)

@@ -94,8 +94,17 @@ class InvertibleResidual(TransformModule):
         """The residual branch c * g(x)."""
         return self.coeff * self.net(x)
 
+    _last = None
+
     def _call(self, x):
-        return x + self.g(x)
+        # g(x) is kept with its graph so that the series log-det of this very pass
+        # reuses it: in training mode every evaluation of g runs one more power
+        # iteration of the spectral norm, so a second g(x) would be another function.
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_()
+            gx = self.g(xg)
+        self._last = x, xg, gx
+        return x + gx
 
     def _inverse(self, y):
         x = y
@@ -111,9 +120,16 @@ class InvertibleResidual(TransformModule):
     def log_abs_det_jacobian(self, x, y):
         exact = self.log_det == "exact" or (self.log_det == "auto" and not self.training)
         graph = torch.is_grad_enabled()
+        last, self._last = self._last, None
         with torch.enable_grad():
-            xg = x if x.requires_grad else x.detach().requires_grad_()
-            out = self.exact_log_det(xg, graph) if exact else self.series_log_det(xg, graph)
+            if exact:
+                xg = x if x.requires_grad else x.detach().requires_grad_()
+                out = self.exact_log_det(xg, graph)
+            elif last is not None and last[0] is x:
+                out = self.series_log_det(last[1], graph, gx=last[2])
+            else:
+                xg = x if x.requires_grad else x.detach().requires_grad_()
+                out = self.series_log_det(xg, graph)
         return out if graph else out.detach()
 
     def exact_log_det(self, x, create_graph: bool = False):
@@ -125,9 +141,12 @@ class InvertibleResidual(TransformModule):
         (jac,) = torch.autograd.grad((gx * eye).sum(), xr, create_graph=create_graph)
         return torch.linalg.slogdet(eye + jac).logabsdet.reshape(batch)
 
-    def series_log_det(self, x, create_graph: bool = False):
-        """The truncated power series with Hutchinson traces (an unbiased estimate of the truncated sum)."""
-        gx = self.g(x)
+    def series_log_det(self, x, create_graph: bool = False, gx=None):
+        """The truncated power series with Hutchinson traces (an unbiased estimate of the truncated sum).
+
+        ``gx`` is ``g(x)`` already computed from ``x`` (which must require grad), or None.
+        """
+        gx = self.g(x) if gx is None else gx
         total = x.new_zeros(x.shape[:-1])
         for _ in range(self.n_samples):
             v = torch.randn_like(x)
