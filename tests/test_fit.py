@@ -106,7 +106,7 @@ def test_checkpoint_resume_matches_uninterrupted_run(digits, tmp_path):
     ref = pyro_dgm.fit(full.model, full.guide, digits, steps=20, batch_size=48, seed=7, progress=False)
 
     class Crash(Exception):
-        pass
+        """Stands for a crash in the middle of training."""
 
     def crash_at_13(state):
         if state.step == 13:

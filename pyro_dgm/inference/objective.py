@@ -55,10 +55,11 @@ class Objective:
         """Called after the optimizer of ``group`` stepped."""
 
     def state_dict(self) -> dict:
+        """Non-parameter state to checkpoint (a replay buffer); none by default."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        """Restore what :meth:`state_dict` returned; nothing by default."""
 
     def __repr__(self):
         return f"{type(self).__name__}()"
