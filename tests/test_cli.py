@@ -86,3 +86,13 @@ def test_every_registered_model_trains_samples_and_evaluates(name, tmp_path, cap
     assert main(["evaluate", "--run", str(run), "--num-particles", "2"]) == 0
     out = capsys.readouterr().out
     assert ("MMD^2" in out or "Frechet" in out) if spec.family == "gan" else "bits/dim" in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", _registered())
+def test_every_registered_model_trains_on_cuda(name, tmp_path):
+    from pyro_dgm import registry
+
+    spec = registry.get_model(name)
+    assert main(["train", "--model", name, "--data", _data_for(spec), "--steps", "2", "--batch-size", "16",
+                 "--device", "cuda", "--out", str(tmp_path / name), "--no-progress"]) == 0

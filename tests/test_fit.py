@@ -354,3 +354,18 @@ def test_modules_must_be_modules_and_loaders_must_yield(digits):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(digits[:10]), batch_size=64, drop_last=True)
     with pytest.raises(ValueError, match="data: the DataLoader yields no batches"):
         pyro_dgm.fit(m.model, None, loader, steps=1, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_checkpoint_resume_and_evaluate(digits, tmp_path):
+    path = tmp_path / "ck.pt"
+    vae = small_vae()
+    pyro_dgm.fit(vae.model, vae.guide, digits, steps=4, batch_size=32, seed=0, device="cuda", checkpoint=path,
+                 progress=False)
+    assert next(vae.parameters()).device.type == "cuda"
+    again = small_vae()
+    r = pyro_dgm.fit(again.model, again.guide, digits, steps=8, batch_size=32, seed=0, device="cuda",
+                     checkpoint=path, resume=True, progress=False)
+    assert r.steps == 8 and len(r.losses["model"]) == 8
+    res = pyro_dgm.evaluate(again.model, digits[:50], guide=again.guide, num_particles=4)
+    assert math.isfinite(res["nll"])
