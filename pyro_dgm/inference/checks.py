@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import constraints
 
 from .objective import _module_of, data_site, trace_program
+
+
+def positive(name: str, value) -> float:
+    """``value`` as a float if it is a finite number > 0, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return float(value)
+
+
+def count(name: str, value, least: int = 1) -> int:
+    """``value`` if it is an integer >= ``least``, else a ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
+    return value
 
 
 def expected_event_shape(model):

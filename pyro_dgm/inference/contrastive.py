@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_program_on_batch
+from .checks import check_program_on_batch, count, positive
 from .objective import Objective, data_site, trace_program
 from .samplers import langevin
 from .score_matching import (denoising_score_matching, exact_score_matching, hutchinson_score_matching,
@@ -94,16 +94,6 @@ class _EnergyObjective(Objective):
             self.noise.load_state_dict(state["noise"])
 
 
-def _positive(name, value):
-    if not (isinstance(value, (int, float)) and value > 0):
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-
-
-def _count(name, value, low=1):
-    if not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-
-
 class ContrastiveDivergence(_EnergyObjective):
     """Contrastive divergence with short-run Langevin negatives (CD-k).
 
@@ -132,9 +122,9 @@ class ContrastiveDivergence(_EnergyObjective):
 
     def __init__(self, num_steps: int = 20, step_size: float = 1e-2, noise_scale: float = 1.0,
                  init: str = "noise", noise=None, alpha: float = 0.1):
-        _count("num_steps", num_steps)
-        _positive("step_size", step_size)
-        _positive("noise_scale", noise_scale)
+        count("num_steps", num_steps)
+        positive("step_size", step_size)
+        positive("noise_scale", noise_scale)
         if init not in ("noise", "data"):
             raise ValueError(f"init: expected 'noise' or 'data', got {init!r}")
         if not alpha >= 0:
@@ -182,7 +172,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
     def __init__(self, num_steps: int = 20, step_size: float = 1e-2, noise_scale: float = 1.0, noise=None,
                  alpha: float = 0.1, buffer_size: int = 10000, reinit_prob: float = 0.05):
         super().__init__(num_steps, step_size, noise_scale, "noise", noise, alpha)
-        _count("buffer_size", buffer_size)
+        count("buffer_size", buffer_size)
         if not 0.0 <= reinit_prob <= 1.0:
             raise ValueError(f"reinit_prob: expected a probability in [0, 1], got {reinit_prob!r}")
         self.buffer_size, self.reinit_prob = buffer_size, reinit_prob
@@ -235,8 +225,8 @@ class ScoreMatching(_EnergyObjective):
     def __init__(self, method: str = "exact", num_projections: int = 1, sigma: float = 0.1):
         if method not in self._METHODS:
             raise ValueError(f"method: expected one of {self._METHODS}, got {method!r}")
-        _count("num_projections", num_projections)
-        _positive("sigma", sigma)
+        count("num_projections", num_projections)
+        positive("sigma", sigma)
         self.method, self.num_projections, self.sigma = method, num_projections, sigma
 
     def loss(self, group, batch):
@@ -280,7 +270,7 @@ class NoiseContrastiveEstimation(_EnergyObjective):
     """
 
     def __init__(self, noise=None, noise_ratio: int = 1, log_z_init: float = 0.0):
-        _count("noise_ratio", noise_ratio)
+        count("noise_ratio", noise_ratio)
         self.noise, self.noise_ratio, self.log_z_init = noise, noise_ratio, log_z_init
 
     def setup(self, model, guide, batch):

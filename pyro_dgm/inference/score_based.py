@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from .checks import trace_on_batch
+from .checks import count, positive, trace_on_batch
 from .objective import Objective, data_site
 from .samplers import langevin
 from .score_matching import denoising_score_matching, sliced_score_matching
@@ -49,18 +49,6 @@ __all__ = ["geometric_sigmas", "max_pairwise_distance", "score_field_of", "Denoi
 
 
 # ---------------------------------------------------------------- noise levels
-
-def _positive(value, name):
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _count(value, name, least=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise ValueError(f"{name}: expected an integer >= {least}, got {value!r}")
-    return value
-
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, num: int) -> torch.Tensor:
     """The noise ladder :math:`\\sigma_i = \\sigma_1 (\\sigma_L/\\sigma_1)^{(i-1)/(L-1)}`, descending.
@@ -73,10 +61,10 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num: int) -> torch.Tens
         >>> geometric_sigmas(1.0, 0.01, 3)
         tensor([1.0000, 0.1000, 0.0100])
     """
-    hi, lo = _positive(sigma_max, "sigma_max"), _positive(sigma_min, "sigma_min")
+    hi, lo = positive("sigma_max", sigma_max), positive("sigma_min", sigma_min)
     if lo > hi:
         raise ValueError(f"sigma_min: {sigma_min!r} is larger than sigma_max={sigma_max!r}")
-    _count(num, "num")
+    count("num", num)
     return torch.logspace(math.log10(hi), math.log10(lo), num)
 
 
@@ -234,7 +222,7 @@ class SlicedScoreMatching(_LadderObjective):
 
     def __init__(self, sigmas=None, num_projections: int = 1, variance_reduced: bool = False):
         super().__init__(sigmas)
-        self.num_projections = _count(num_projections, "num_projections")
+        self.num_projections = count("num_projections", num_projections)
         self.variance_reduced = bool(variance_reduced)
 
     def loss(self, group, batch):
@@ -283,7 +271,7 @@ class SDEScoreMatching(_ScoreObjective):
 
     def __init__(self, sde=None, eps: float = 1e-5):
         self.sde = sde
-        self.eps = _positive(eps, "eps")
+        self.eps = positive("eps", eps)
 
     def _resolve(self, field):
         sde = self.sde if self.sde is not None else getattr(field, "sde", None)
@@ -334,7 +322,7 @@ class VESDE:
     T = 1.0
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        self.sigma_min, self.sigma_max = _positive(sigma_min, "sigma_min"), _positive(sigma_max, "sigma_max")
+        self.sigma_min, self.sigma_max = positive("sigma_min", sigma_min), positive("sigma_max", sigma_max)
         if self.sigma_min >= self.sigma_max:
             raise ValueError(f"sigma_min: expected a value below sigma_max={sigma_max!r}, got {sigma_min!r}")
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
@@ -391,7 +379,7 @@ class VPSDE:
     T = 1.0
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min, self.beta_max = _positive(beta_min, "beta_min"), _positive(beta_max, "beta_max")
+        self.beta_min, self.beta_max = positive("beta_min", beta_min), positive("beta_max", beta_max)
         if self.beta_min >= self.beta_max:
             raise ValueError(f"beta_min: expected a value below beta_max={beta_max!r}, got {beta_min!r}")
 
@@ -457,10 +445,10 @@ class Langevin:
     """
 
     def __init__(self, sigma: float, step_size: float, num_steps: int = 1000, init_scale: float = 1.0):
-        self.sigma = _positive(sigma, "sigma")
-        self.step_size = _positive(step_size, "step_size")
-        self.num_steps = _count(num_steps, "num_steps", 0)
-        self.init_scale = _positive(init_scale, "init_scale")
+        self.sigma = positive("sigma", sigma)
+        self.step_size = positive("step_size", step_size)
+        self.num_steps = count("num_steps", num_steps, 0)
+        self.init_scale = positive("init_scale", init_scale)
 
     def __call__(self, score, shape, *, device=None, dtype=None):
         x0 = self.init_scale * torch.randn(shape, device=device, dtype=dtype)
@@ -500,8 +488,8 @@ class AnnealedLangevin:
 
     def __init__(self, sigmas, steps_per_level: int = 100, step_lr: float = 2e-5, denoise: bool = True):
         self.sigmas = [float(s) for s in _as_sigmas(sigmas)]
-        self.steps_per_level = _count(steps_per_level, "steps_per_level")
-        self.step_lr = _positive(step_lr, "step_lr")
+        self.steps_per_level = count("steps_per_level", steps_per_level)
+        self.step_lr = positive("step_lr", step_lr)
         self.denoise = bool(denoise)
 
     def __call__(self, score, shape, *, device=None, dtype=None):
@@ -545,10 +533,10 @@ class PredictorCorrector:
         if not callable(getattr(sde, "discretize", None)):
             raise ValueError(f"sde: expected a VESDE or VPSDE, got {type(sde).__name__}")
         self.sde = sde
-        self.num_steps = _count(num_steps, "num_steps")
-        self.snr = _positive(snr, "snr")
-        self.corrector_steps = _count(corrector_steps, "corrector_steps", 0)
-        self.eps = _positive(eps, "eps")
+        self.num_steps = count("num_steps", num_steps)
+        self.snr = positive("snr", snr)
+        self.corrector_steps = count("corrector_steps", corrector_steps, 0)
+        self.eps = positive("eps", eps)
 
     def _correct(self, score, x, sigma, alpha):
         for _ in range(self.corrector_steps):
@@ -629,7 +617,7 @@ def probability_flow_log_prob(score, x: torch.Tensor, sde, *, num_steps: int = 1
     """
     if trace not in ("hutchinson", "exact"):
         raise ValueError(f"trace: expected 'hutchinson' or 'exact', got {trace!r}")
-    _count(num_steps, "num_steps")
+    count("num_steps", num_steps)
     if not 0 < eps < sde.T:
         raise ValueError(f"eps: expected a time in (0, {sde.T}), got {eps!r}")
     probe = torch.randint(0, 2, x.shape, device=x.device).to(x.dtype) * 2 - 1 if trace == "hutchinson" else None
@@ -676,7 +664,7 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     """
     if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] == 0:
         raise ValueError(f"data: expected a tensor (N, *event_shape) with N >= 1, got {getattr(data, 'shape', data)}")
-    _count(batch_size, "batch_size")
+    count("batch_size", batch_size)
     if seed is not None:
         torch.manual_seed(seed)
     field = score_field_of(model, data[:2])
@@ -692,6 +680,6 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     out = {"nll": mean, "nll_stderr": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan"),
            "bits_per_dim": mean / (dims * math.log(2))}
     if num_levels is not None:
-        out["bits_per_dim_discrete"] = (mean + dims * math.log(_count(num_levels, "num_levels", 2))) / (
+        out["bits_per_dim_discrete"] = (mean + dims * math.log(count("num_levels", num_levels, 2))) / (
             dims * math.log(2))
     return out
