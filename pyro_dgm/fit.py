@@ -364,11 +364,9 @@ def fit(
     _check_values(first, "data")
     with _validation(True), torch.no_grad():
         objective.setup(model, guide, first)
-        extra = [m for m in (modules or [])]
         groups = {g: list(ms) for g, ms in objective.param_groups().items()}
-        if extra:
-            groups.setdefault("model", [])
-            groups["model"] += [m for m in extra if all(m is not o for o in groups["model"])]
+        if modules:
+            groups["model"] = _unique(groups.get("model", []) + list(modules))
         for ms in groups.values():
             for m in ms:
                 m.to(dev)

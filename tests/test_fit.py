@@ -369,3 +369,18 @@ def test_cuda_fit_checkpoint_resume_and_evaluate(digits, tmp_path):
     assert r.steps == 8 and len(r.losses["model"]) == 8
     res = pyro_dgm.evaluate(again.model, digits[:50], guide=again.guide, num_particles=4)
     assert math.isfinite(res["nll"])
+
+
+def test_plain_function_programs_train_the_modules_given():
+    import pyro
+    import pyro.distributions as dist
+
+    loc = torch.nn.Linear(1, 2, bias=False)  # a module the program uses but does not own
+
+    def model(x=None, num_samples=None):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc.weight.squeeze(-1), 1.0).to_event(1), obs=x)
+
+    x = torch.randn(256, 2) + torch.tensor([3.0, -1.0])
+    pyro_dgm.fit(model, None, x, modules=[loc], epochs=60, lr=0.1, batch_size=64, seed=0, progress=False)
+    assert torch.allclose(loc.weight.squeeze(-1), x.mean(0), atol=0.1)
