@@ -8,6 +8,7 @@ import math
 import torch
 
 from .fit import _validation
+from .inference.checks import count
 
 __all__ = ["EarlyStopping", "validation_loss"]
 
@@ -62,8 +63,7 @@ class EarlyStopping:
 
     def __init__(self, data: torch.Tensor, patience: int = 5, min_delta: float = 0.0,
                  restore_best: bool = True, batch_size: int = 500):
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience: expected an integer >= 1, got {patience!r}")
+        count("patience", patience)
         self.data, self.patience, self.min_delta = data, patience, float(min_delta)
         self.restore_best, self.batch_size = restore_best, batch_size
         self.best, self.history, self.bad_epochs, self._best_state = math.inf, [], 0, None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .registry import register_data
+from .inference.checks import count
 
 __all__ = [
     "load_digits", "load_digits_labels", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",
@@ -124,8 +125,7 @@ def toy_2d(name: str, n: int = 2000, seed: int = 0, noise: float | None = None) 
     """
     if name not in TOY_NAMES:
         raise ValueError(f"name: unknown toy {name!r}; expected one of {TOY_NAMES}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected an integer >= 1, got {n!r}")
+    count("n", n)
     g = torch.Generator().manual_seed(int(seed))
     randn = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     rand = lambda *s: torch.rand(*s, generator=g)  # noqa: E731

@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 
 from .fit import _first_tensor, _validation
-from .inference.checks import expected_event_shape
+from .inference.checks import count, expected_event_shape
 from .inference.objective import data_site, device_of, latent_sites, sample_sites
 
 __all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "to_bits_per_dim"]
@@ -88,8 +88,7 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         >>> round(pyro_dgm.evaluate(FactorizedBernoulli(4).model, x)["nll"], 4)  # 4 log 2
         2.7726
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles: expected an integer >= 1, got {num_particles!r}")
+    count("num_particles", num_particles)
     if isinstance(data, torch.Tensor) and data.shape[0] == 0:
         raise ValueError("data: is empty; expected at least one example")
     if seed is not None:

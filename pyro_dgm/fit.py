@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .inference.objective import Objective, modules_of
+from .inference.checks import count
 
 __all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
 
@@ -143,8 +144,7 @@ class _Batches:
                 f"data: expected a torch.Tensor, Dataset or DataLoader, got {type(data).__name__}"
             )
         if self.loader is None:
-            if not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+            count("batch_size", batch_size)
             if drop_last and batch_size > n:
                 raise ValueError(
                     f"batch_size: {batch_size} is larger than the data ({n} examples) with drop_last=True, "

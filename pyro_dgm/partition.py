@@ -20,6 +20,7 @@ import torch
 
 from .inference.objective import device_of
 from .inference.samplers import hmc_step, langevin, mala_step
+from .inference.checks import count
 
 __all__ = ["grid_log_partition", "grid_points", "ais_log_partition", "PartitionEstimate"]
 
@@ -38,8 +39,7 @@ def grid_points(bounds=(-4.0, 4.0), num_points: int = 400, dim: int = 2, device=
     """Cell centres of a regular grid: ``(points (num_points**dim, dim), log cell volume)``."""
     if dim not in (1, 2):
         raise ValueError(f"dim: grid integration is for 1-D and 2-D energies, got dim={dim}")
-    if not isinstance(num_points, int) or num_points < 2:
-        raise ValueError(f"num_points: expected an integer >= 2, got {num_points!r}")
+    count("num_points", num_points, 2)
     axes, log_vol = [], 0.0
     for lo, hi in _bounds(bounds, dim):
         h = (hi - lo) / num_points
@@ -71,8 +71,7 @@ def grid_log_partition(energy, bounds=(-4.0, 4.0), num_points: int = 400, dim: i
         >>> abs(grid_log_partition(e, bounds=(-8, 8)) - math.log(2 * math.pi)) < 1e-4
         True
     """
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk: expected an integer >= 1, got {chunk!r}")
+    count("chunk", chunk)
     pts, log_vol = grid_points(bounds, num_points, dim, device if device is not None else device_of(energy))
     with torch.no_grad():
         neg = torch.cat([-energy(pts[i:i + chunk]).reshape(-1) for i in range(0, pts.shape[0], chunk)])

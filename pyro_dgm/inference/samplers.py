@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from .checks import count
 
 __all__ = ["score_of", "langevin", "mala", "mala_step", "hmc", "hmc_step", "nuts", "SamplerResult"]
 
@@ -82,8 +83,7 @@ def langevin(x0: torch.Tensor, *, log_prob=None, score=None, step_size: float, n
     if (log_prob is None) == (score is None):
         raise ValueError("give exactly one of log_prob= or score=")
     _check_steps(step_size, num_steps)
-    if not isinstance(thin, int) or thin < 1:
-        raise ValueError(f"thin: expected an integer >= 1, got {thin!r}")
+    count("thin", thin)
     grad = score if score is not None else score_of(log_prob)
     x = x0.detach().clone()
     chain = []
@@ -189,8 +189,7 @@ def mala(x0: torch.Tensor, *, log_prob, step_size: float, num_steps: int, adapt_
     _check_steps(step_size, adapt_steps, "adapt_steps")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept: expected a number in (0, 1), got {target_accept!r}")
-    if not isinstance(thin, int) or thin < 1:
-        raise ValueError(f"thin: expected an integer >= 1, got {thin!r}")
+    count("thin", thin)
     x = x0.detach().clone()
     lp, grad = _value_and_grad(log_prob, x)
     log_eps = math.log(step_size)
@@ -217,8 +216,7 @@ def hmc_step(x, log_prob, step_size: float, num_leapfrog: int):
     plain step is what annealed importance sampling needs: a transition that
     leaves one tempered density invariant for every chain separately.
     """
-    if not isinstance(num_leapfrog, int) or num_leapfrog < 1:
-        raise ValueError(f"num_leapfrog: expected an integer >= 1, got {num_leapfrog!r}")
+    count("num_leapfrog", num_leapfrog)
     lp, grad = _value_and_grad(log_prob, x)
     r = torch.randn_like(x)
     h0 = -lp + 0.5 * _flat_sq(r)

@@ -35,6 +35,7 @@ from ..inference.contrastive import (ContrastiveDivergence, FlowContrastiveEstim
 from ..inference.samplers import langevin
 from ..registry import register_model
 from .baselines import batch_size_of
+from ..inference.checks import count
 
 __all__ = ["EBM", "EnergyMLP", "DigitsEnergy", "FlowNoise"]
 
@@ -55,8 +56,7 @@ class EnergyMLP(nn.Module):
 
     def __init__(self, in_dim: int, hidden=(128, 128)):
         super().__init__()
-        if not isinstance(in_dim, int) or in_dim < 1:
-            raise ValueError(f"in_dim: expected an integer >= 1, got {in_dim!r}")
+        count("in_dim", in_dim)
         sizes = [in_dim, *hidden]
         layers = []
         for a, b in zip(sizes[:-1], sizes[1:]):

@@ -39,6 +39,7 @@ from ..inference.score_based import (DenoisingScoreMatching, PredictorCorrector,
                                      geometric_sigmas)
 from ..registry import register_model
 from .baselines import batch_size_of
+from ..inference.checks import count
 
 __all__ = ["NCSN", "ScoreMLP", "ScoreUNet", "NoiseEmbedding", "default_score_net"]
 
@@ -82,8 +83,7 @@ class ScoreMLP(nn.Module):
 
     def __init__(self, dim: int, hidden=(128, 128, 128), embed_dim: int = 32):
         super().__init__()
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+        count("dim", dim)
         hidden = tuple(hidden)
         if not hidden or any(not isinstance(h, int) or h < 1 for h in hidden):
             raise ValueError(f"hidden: expected a non-empty sequence of positive widths, got {hidden!r}")
@@ -138,8 +138,7 @@ class ScoreUNet(nn.Module):
         image_shape = tuple(image_shape)
         if len(image_shape) != 3 or image_shape[1] % 4 or image_shape[2] % 4:
             raise ValueError(f"image_shape: expected (C, H, W) with H and W divisible by 4, got {image_shape!r}")
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels: expected an integer >= 1, got {channels!r}")
+        count("channels", channels)
         self.image_shape = image_shape
         c, cin = channels, image_shape[0]
         self.embed = nn.Sequential(NoiseEmbedding(embed_dim), nn.Linear(embed_dim, embed_dim), nn.SiLU())

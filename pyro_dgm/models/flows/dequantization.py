@@ -19,6 +19,7 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.distributions import Transform
+from ...inference.checks import count
 
 __all__ = ["LogitTransform", "UniformDequantization", "discrete_bits_per_dim"]
 
@@ -33,8 +34,7 @@ def discrete_bits_per_dim(nll_nats: float, dims: int, num_levels: int) -> float:
         >>> round(discrete_bits_per_dim(0.0, 64, 17), 4)  # the uniform density on [0, 1)^64
         4.0875
     """
-    if not isinstance(num_levels, int) or num_levels < 2:
-        raise ValueError(f"num_levels: expected an integer >= 2, got {num_levels!r}")
+    count("num_levels", num_levels, 2)
     return nll_nats / (dims * math.log(2.0)) + math.log2(num_levels)
 
 
@@ -105,8 +105,7 @@ class UniformDequantization(TorchDistribution):
     arg_constraints = {}
 
     def __init__(self, base, num_levels: int, validate_args=None):
-        if not isinstance(num_levels, int) or num_levels < 2:
-            raise ValueError(f"num_levels: expected an integer >= 2, got {num_levels!r}")
+        count("num_levels", num_levels, 2)
         self.base, self.num_levels = base, num_levels
         super().__init__(base.batch_shape, base.event_shape, validate_args=validate_args)
 

@@ -13,6 +13,7 @@ from .core import FlowModel, ScoredOnce, as_shape
 from .dequantization import LogitTransform
 from .multiscale import FactorOut, Squeeze
 from .nets import FlatToImage, conv_net
+from ...inference.checks import count
 
 __all__ = ["ActNorm", "InvertibleConv1x1", "ChannelAffineCoupling", "Glow"]
 
@@ -46,8 +47,7 @@ class ActNorm(TransformModule):
         super().__init__(cache_size=0)
         if event_dim not in (1, 3):
             raise ValueError(f"event_dim: expected 1 (vectors) or 3 (images), got {event_dim!r}")
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels: expected an integer >= 1, got {channels!r}")
+        count("channels", channels)
         shape = (channels, 1, 1) if event_dim == 3 else (channels,)
         self.log_scale = nn.Parameter(torch.zeros(shape))
         self.bias = nn.Parameter(torch.zeros(shape))
@@ -98,8 +98,7 @@ class InvertibleConv1x1(GeneralizedChannelPermute):
     """
 
     def __init__(self, channels: int):
-        if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels: expected an integer >= 1, got {channels!r}")
+        count("channels", channels)
         super().__init__(channels)
         self._cache_size = 0
 

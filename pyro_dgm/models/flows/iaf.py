@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from ...registry import register_model
 from ..vae import MIN_SCALE, VAE, mlp
+from ...inference.checks import count
 
 __all__ = ["ConditionalIAF", "IAFVAE"]
 
@@ -80,8 +81,7 @@ class ConditionalIAF(nn.Module):
         for name, value in (("dim", dim), ("context_dim", context_dim)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps: expected an integer >= 0, got {num_steps!r}")
+        count("num_steps", num_steps, 0)
         order = torch.arange(dim)
         self.gaussian = _ConditionalGaussian(context_dim, dim)
         self.steps = nn.ModuleList(

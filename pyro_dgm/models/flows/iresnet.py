@@ -26,6 +26,7 @@ from .core import FlowModel
 from .dequantization import LogitTransform
 from .glow import ActNorm
 from .nice import _flat_dim, _logit_for
+from ...inference.checks import count
 
 __all__ = ["InvertibleResidual", "IResNet"]
 
@@ -77,8 +78,7 @@ class InvertibleResidual(TransformModule):
                  n_terms: int = 8, n_samples: int = 1, n_power_iterations: int = 5,
                  max_iter: int = 100, atol: float = 1e-6):
         super().__init__(cache_size=0)
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
+        count("dim", dim)
         if not 0.0 < float(coeff) < 1.0:
             raise ValueError(f"coeff: expected a number in (0, 1) so the block is invertible, got {coeff!r}")
         if log_det not in LOG_DETS:
@@ -176,10 +176,8 @@ def IResNet(dim: int, num_blocks: int = 4, hidden=(64, 64), coeff: float = 0.9, 
         >>> flow.log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
     """
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim: expected an integer >= 1, got {dim!r}")
-    if not isinstance(num_blocks, int) or num_blocks < 1:
-        raise ValueError(f"num_blocks: expected an integer >= 1, got {num_blocks!r}")
+    count("dim", dim)
+    count("num_blocks", num_blocks)
     parts = [LogitTransform(logit)] if logit is not None else []
     for _ in range(num_blocks):
         parts += [ActNorm(dim, event_dim=1), InvertibleResidual(dim, hidden, coeff, **block_options)]

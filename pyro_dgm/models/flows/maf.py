@@ -11,6 +11,7 @@ from ...registry import register_model
 from .core import FlowModel, ScoredOnce
 from .dequantization import LogitTransform
 from .nice import _flat_dim, _logit_for
+from ...inference.checks import count
 
 __all__ = ["MaskedAffineAutoregressive", "MAF"]
 
@@ -68,10 +69,8 @@ def MAF(dim: int, num_layers: int = 5, hidden=(256, 256), batch_norm: bool = Fal
         >>> flow.log_prob(torch.zeros(4, 3)).shape
         torch.Size([4])
     """
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim: expected an integer >= 2, got {dim!r}")
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers: expected an integer >= 1, got {num_layers!r}")
+    count("dim", dim, 2)
+    count("num_layers", num_layers)
     order = torch.arange(dim)
     parts = [LogitTransform(logit)] if logit is not None else []
     for i in range(num_layers):

@@ -16,6 +16,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
 from .core import Remembered, SequentialFlow
+from ...inference.checks import count
 
 __all__ = ["Squeeze", "FactorOut"]
 
@@ -100,8 +101,7 @@ class FactorOut(Remembered, TransformModule):
         super().__init__(cache_size=0)
         if dim not in (-1, -3):
             raise ValueError(f"dim: expected -1 (vectors) or -3 (images), got {dim!r}")
-        if not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep: expected an integer >= 1, got {keep!r}")
+        count("keep", keep)
         self.inner = SequentialFlow(list(inner))
         self.keep, self.dim = keep, dim
 

@@ -11,6 +11,7 @@ from ...registry import register_model
 from .core import FlowModel, as_shape
 from .dequantization import LogitTransform
 from .nets import mlp_net
+from ...inference.checks import count
 
 __all__ = ["AdditiveCoupling", "DiagonalScaling", "NICE", "alternating_mask"]
 
@@ -142,10 +143,8 @@ def NICE(dim: int, num_couplings: int = 4, hidden=(256, 256), logit: float | Non
         >>> flow.log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
     """
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim: expected an integer >= 2, got {dim!r}")
-    if not isinstance(num_couplings, int) or num_couplings < 1:
-        raise ValueError(f"num_couplings: expected an integer >= 1, got {num_couplings!r}")
+    count("dim", dim, 2)
+    count("num_couplings", num_couplings)
     parts = [LogitTransform(logit)] if logit is not None else []
     parts += [AdditiveCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, dim)) for i in range(num_couplings)]
     return FlowModel(dim, parts + [DiagonalScaling(dim)])

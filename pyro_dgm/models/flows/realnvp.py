@@ -11,6 +11,7 @@ from .dequantization import LogitTransform
 from .multiscale import FactorOut, Squeeze
 from .nets import conv_net, mlp_net
 from .nice import MaskedCoupling, _flat_dim, _logit_for, alternating_mask
+from ...inference.checks import count
 
 __all__ = ["MaskedAffineCoupling", "checkerboard_mask", "channel_mask", "RealNVP", "MultiScaleRealNVP"]
 
@@ -116,10 +117,8 @@ def RealNVP(dim: int, num_couplings: int = 6, hidden=(256, 256), logit: float | 
         >>> flow.sample(4).shape
         torch.Size([4, 2])
     """
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim: expected an integer >= 2, got {dim!r}")
-    if not isinstance(num_couplings, int) or num_couplings < 1:
-        raise ValueError(f"num_couplings: expected an integer >= 1, got {num_couplings!r}")
+    count("dim", dim, 2)
+    count("num_couplings", num_couplings)
     parts = [LogitTransform(logit)] if logit is not None else []
     parts += [MaskedAffineCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, 2 * dim))
               for i in range(num_couplings)]
@@ -163,8 +162,7 @@ def MultiScaleRealNVP(shape=(1, 8, 8), num_scales: int = 2, hidden: int = 32, co
     shape = as_shape(shape, "shape")
     if len(shape) != 3:
         raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
-    if not isinstance(num_scales, int) or num_scales < 1:
-        raise ValueError(f"num_scales: expected an integer >= 1, got {num_scales!r}")
+    count("num_scales", num_scales)
     if shape[1] % 2 ** (num_scales - 1) or shape[2] % 2 ** (num_scales - 1):
         raise ValueError(f"num_scales: {num_scales} scales need height and width divisible by "
                          f"{2 ** (num_scales - 1)}, got {tuple(shape)}")
