@@ -15,7 +15,7 @@ from pyro import poutine
 
 from .evaluation import per_example_log_prob
 from .fit import _validation
-from .inference.objective import data_site, latent_sites
+from .programs import data_site, latent_sites
 
 __all__ = ["to_arviz", "from_groups", "chains_to_arviz", "ARVIZ_MAJOR"]
 

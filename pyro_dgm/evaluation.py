@@ -1,4 +1,4 @@
-"""Test log-likelihoods: exact for models with a density, importance-weighted for VAEs.
+"""Held-out log-likelihoods: exact for densities, importance-weighted for latent-variable models.
 
 All numbers are in nats per example; ``bits_per_dim`` divides by
 ``D * log 2`` where D is the number of dimensions of one example.
@@ -6,16 +6,19 @@ All numbers are in nats per example; ``bits_per_dim`` divides by
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from pyro import poutine
 
-from .fit import _first_tensor, _validation
+from .fit import _validation, on_device
 from .inference.checks import count, expected_event_shape
-from .inference.objective import data_site, device_of, latent_sites, sample_sites
+from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, resolve_site, sample_sites,
+                       split_batch, trace_program)
 
-__all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "to_bits_per_dim"]
+__all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "pointwise_log_likelihood",
+           "to_bits_per_dim", "eval_mode"]
 
 
 def to_bits_per_dim(nll_nats: float, dims: int) -> float:
@@ -35,19 +38,94 @@ def per_example_log_prob(trace, batch_size: int, sites=None) -> torch.Tensor:
     return total
 
 
-def iwae_log_weights(model, guide, x: torch.Tensor, num_particles: int, chunk: int = 64) -> torch.Tensor:
-    """log w_k = log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x), shape (num_particles, batch)."""
+def _in_plate(trace, plate):
+    return [n for n in sample_sites(trace) if plate is None
+            or any(f.name == plate for f in trace.nodes[n]["cond_indep_stack"])]
+
+
+def iwae_log_weights(model, guide, x: torch.Tensor, num_particles: int, chunk: int = 64, args=()) -> torch.Tensor:
+    """log w_k = log p(x, z_k) - log q(z_k|x) for z_k ~ q(z|x), shape (num_particles, batch).
+
+    For models whose latents are all per example: the K draws run as one
+    batch of K copies of ``x``.
+    """
     out = []
     b = x.shape[0]
     for start in range(0, num_particles, chunk):
         c = min(chunk, num_particles - start)
         xr = x.repeat(c, *([1] * (x.dim() - 1)))
-        guide_trace = poutine.trace(guide).get_trace(xr)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xr)
+        ar = tuple(a.repeat(c, *([1] * (a.dim() - 1))) if isinstance(a, torch.Tensor) and a.dim() else a
+                   for a in args)
+        guide_trace = trace_program(guide, xr, *ar)
+        model_trace = trace_program(poutine.replay(model, trace=guide_trace), xr, *ar)
         log_q = per_example_log_prob(guide_trace, c * b, latent_sites(guide_trace))
         log_p = per_example_log_prob(model_trace, c * b)
         out.append((log_p - log_q).reshape(c, b))
     return torch.cat(out, 0)
+
+
+def _global_log_weights(model, guide, x, num_particles, plate, args=()):
+    """Like :func:`iwae_log_weights` for a model with global latents: one draw of them per particle.
+
+    Each draw ``(theta_k, z_k) ~ q`` gives ``log p(x_i, z_ik | theta_k) - log
+    q(z_ik | x_i, theta_k)`` over the sites inside the data plate; the global
+    sites are not weighted (the guide stands for their posterior).
+    """
+    out = []
+    for _ in range(num_particles):
+        guide_trace = trace_program(guide, x, *args)
+        model_trace = trace_program(poutine.replay(model, trace=guide_trace), x, *args)
+        local_q = [n for n in _in_plate(guide_trace, plate) if not guide_trace.nodes[n]["is_observed"]
+                   and n in model_trace.nodes]
+        log_p = per_example_log_prob(model_trace, x.shape[0], _in_plate(model_trace, plate))
+        log_q = per_example_log_prob(guide_trace, x.shape[0], local_q)
+        out.append(log_p - log_q)
+    return torch.stack(out)
+
+
+def pointwise_log_likelihood(model, x, guide=None, num_particles: int = 1, args=(), site=None) -> torch.Tensor:
+    """Per-example held-out ``log p(x_i)`` estimates, shape (batch,) (see :func:`evaluate`)."""
+    trace = trace_program(model, x, *args)
+    site = resolve_site(trace, x, site)
+    _refuse_unscorable(trace.nodes[site]["fn"])
+    if guide is None:
+        latent = latent_sites(trace)
+        if latent:
+            raise ValueError(f"guide: the model has latent sites {latent}; pass a guide for the IWAE bound")
+        return per_example_log_prob(trace, x.shape[0])
+    guide_trace = trace_program(guide, x, *args)
+    replayed = trace_program(poutine.replay(model, trace=guide_trace), x, *args)
+    plate = data_plate(replayed, site, x.shape[0])
+    if global_latents(replayed, plate) and plate is not None:
+        log_w = _global_log_weights(model, guide, x, num_particles, plate, args)
+    else:
+        log_w = iwae_log_weights(model, guide, x, num_particles, args=args)
+    return torch.logsumexp(log_w, 0) - math.log(num_particles)
+
+
+def _refuse_unscorable(fn):
+    from .distributions import ScoreField, UnnormalizedDistribution
+
+    if isinstance(fn, UnnormalizedDistribution):
+        raise ValueError("log_normalizer: the data site holds an unnormalized density (an EBM), whose log Z is "
+                         "unknown; estimate it (pyro_dgm.partition.grid_log_partition for 2-D data, "
+                         "ais_log_partition otherwise) and pass log_normalizer=")
+    if isinstance(fn, ScoreField):
+        raise ValueError("model: the data site holds a score field, which has no density to evaluate here; "
+                         "use pyro_dgm.inference.probability_flow_nll")
+
+
+@contextlib.contextmanager
+def eval_mode(modules):
+    """Modules in eval mode inside (a MADE's ensemble, batch norm's running statistics), restored after."""
+    modes = [(m, m.training) for m in modules]
+    try:
+        for m, _ in modes:
+            m.eval()
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
 
 
 def _event_dims(model, x):
@@ -63,22 +141,33 @@ def _batches(data, batch_size, device):
         loader = data if isinstance(data, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(
             data, batch_size=batch_size)
         for batch in loader:
-            yield _first_tensor(batch).to(device)
+            yield on_device(batch, device)
 
 
 def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int = 500,
-             log_normalizer: float | None = None, device=None, seed: int | None = None) -> dict:
-    """Test negative log-likelihood of ``data`` under a model.
+             log_normalizer: float | None = None, num_levels: int | None = None, site: str | None = None,
+             device=None, seed: int | None = None) -> dict:
+    """Held-out negative log-likelihood of ``data`` under a model, with every module in eval mode.
 
     * No guide: the exact ``-log p(x)`` summed over the model's sample sites
       (every site must be observed). For an unnormalized model (an EBM) pass
-      its ``log_normalizer`` (log Z), which is added to the NLL.
-    * A guide: the importance-weighted bound of Burda et al. (2016),
-      ``-log (1/K) sum_k p(x, z_k) / q(z_k|x)`` with K = ``num_particles``
-      samples from the guide; K = 1 is the ELBO, and the bound tightens as K grows.
+      its ``log_normalizer`` (log Z), which is added to the NLL; without it
+      an EBM is refused.
+    * A guide, latents only per example (a VAE): the importance-weighted
+      bound of Burda et al. (2016), ``-log (1/K) sum_k p(x, z_k) / q(z_k|x)``
+      with K = ``num_particles`` samples from the guide; K = 1 is the ELBO.
+    * A guide and global latents (outside the data plate): the posterior
+      predictive density ``-log (1/K) sum_k p(x_i | theta_k)`` with
+      ``theta_k ~ q(theta)`` (local latents, if any, importance-weighted with
+      the same draw), the guide standing for the posterior of theta.
+
+    ``num_levels=L`` (data dequantized from L levels into [0, 1)) adds
+    ``discrete_bits_per_dim``, the bits per dimension of the discrete data.
+    Batches that are tuples ``(x, y, ...)`` call ``model(x, y, ...)``.
 
     Returns a dict: ``nll`` (nats per example), ``nll_stderr`` (standard error
-    over examples), ``bits_per_dim``, ``num_examples``, ``num_particles``.
+    over examples), ``bits_per_dim``, ``num_examples``, ``num_particles``
+    (and ``discrete_bits_per_dim``).
 
     Example::
 
@@ -89,30 +178,29 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         2.7726
     """
     count("num_particles", num_particles)
+    if num_levels is not None:
+        count("num_levels", num_levels, 2)
     if isinstance(data, torch.Tensor) and data.shape[0] == 0:
         raise ValueError("data: is empty; expected at least one example")
     if seed is not None:
         torch.manual_seed(seed)
     dev = torch.device(device) if device is not None else device_of(model)
     values, dims = [], None
-    with torch.no_grad(), _validation(False):
-        for x in _batches(data, batch_size, dev):
+    with torch.no_grad(), _validation(False), eval_mode(modules_of(model, guide)):
+        for batch in _batches(data, batch_size, dev):
+            x, args = split_batch(batch)
             dims = dims or _event_dims(model, x)
-            if guide is None:
-                trace = poutine.trace(model).get_trace(x)
-                data_site(trace)
-                latent = latent_sites(trace)
-                if latent:
-                    raise ValueError(f"guide: the model has latent sites {latent}; pass a guide for the IWAE bound")
-                values.append(-per_example_log_prob(trace, x.shape[0]))
+            if log_normalizer is not None:
+                values.append(-per_example_log_prob(trace_program(model, x, *args), x.shape[0]))
             else:
-                log_w = iwae_log_weights(model, guide, x, num_particles)
-                values.append(-(torch.logsumexp(log_w, 0) - math.log(num_particles)))
+                values.append(-pointwise_log_likelihood(model, x, guide, num_particles, args, site))
     nll = torch.cat(values).double().cpu()
     if log_normalizer is not None:
         nll = nll + float(log_normalizer)
     mean = float(nll.mean())
     stderr = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
-    return {"nll": mean, "nll_stderr": stderr, "bits_per_dim": to_bits_per_dim(mean, dims),
-            "num_examples": nll.numel(), "num_particles": num_particles}
-
+    out = {"nll": mean, "nll_stderr": stderr, "bits_per_dim": to_bits_per_dim(mean, dims),
+           "num_examples": nll.numel(), "num_particles": num_particles}
+    if num_levels is not None:
+        out["discrete_bits_per_dim"] = out["bits_per_dim"] + math.log2(num_levels)
+    return out

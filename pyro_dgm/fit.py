@@ -9,6 +9,7 @@ checkpoints and NaN detection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import sys
@@ -22,8 +23,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .inference.objective import Objective, modules_of
 from .inference.checks import count
+from .inference.objective import Objective
+from .programs import (data_plate, fit_owns_parameters, global_latents, modules_of, resolve_site, split_batch,
+                       trace_program)
 
 __all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
 
@@ -97,12 +100,15 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-def _first_tensor(batch):
-    if isinstance(batch, (list, tuple)):
-        batch = batch[0]
-    if not isinstance(batch, torch.Tensor):
-        raise ValueError(f"data: batches must be tensors (or tuples whose first item is one), got {type(batch).__name__}")
-    return batch
+def on_device(batch, device):
+    """A batch (a tensor, or a tuple ``(x, y, ...)`` whose first item is one) with its tensors on ``device``."""
+    x, args = split_batch(batch)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"data: batches must be tensors (or tuples whose first item is one), got {type(x).__name__}")
+    x = x.to(device, non_blocking=True)
+    if not args:
+        return x
+    return (x, *(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args))
 
 
 def _check_values(x: torch.Tensor, what: str = "data") -> None:
@@ -177,7 +183,7 @@ class _Batches:
                 sampler.generator = torch.Generator().manual_seed(seed)
             for i, batch in enumerate(self.loader):
                 if i >= skip:
-                    yield _first_tensor(batch).to(self.device, non_blocking=True)
+                    yield on_device(batch, self.device)
             return
         idx = self.order(epoch)
         for i in range(skip, len(self)):
@@ -187,18 +193,154 @@ class _Batches:
                 batch = self.dataset[chunk] if self.shuffle else self.dataset[i * self.batch_size:(i + 1) * self.batch_size]
             else:
                 batch = torch.utils.data.default_collate([self.dataset[int(j)] for j in chunk])
-            yield _first_tensor(batch).to(self.device, non_blocking=True)
+            yield on_device(batch, self.device)
+
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+               "rmsprop": torch.optim.RMSprop}
+
+
+def _check_optimizer(optimizer):
+    """A torch optimizer class or factory for ``optimizer``, or a ValueError naming it.
+
+    Accepts a name, a ``torch.optim.Optimizer`` subclass, a callable
+    ``(params, lr, **kw)``, or one of Pyro's ``pyro.optim`` wrappers
+    (``pyro.optim.Adam({"lr": 1e-3})``, ``ClippedAdam``): its torch class and
+    options are used for one optimizer per group, as fit builds them.
+    """
+    from pyro.optim import PyroOptim
+    from pyro.optim.lr_scheduler import PyroLRScheduler
+
+    if isinstance(optimizer, str):
+        if optimizer.lower() not in _OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown name {optimizer!r}; expected one of {sorted(_OPTIMIZERS)} "
+                             "or a torch.optim class")
+        return _OPTIMIZERS[optimizer.lower()]
+    if isinstance(optimizer, PyroLRScheduler):
+        raise ValueError("optimizer: a pyro.optim learning-rate scheduler is not an optimizer here; pass "
+                         "optimizer=<torch or pyro.optim optimizer> and scheduler=lambda opt: <torch scheduler>")
+    if isinstance(optimizer, PyroOptim):
+        options = optimizer.pt_optim_args
+        if callable(options):
+            raise ValueError("optimizer: pyro.optim with per-parameter options (a callable) is not supported by "
+                             "fit; give a dict of options, or lr=/optimizer_kwargs= keyed by parameter group")
+        return functools.partial(_from_pyro_optim, optimizer.pt_optim_constructor, dict(options))
+    if isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer: got an optimizer instance ({type(optimizer).__name__}); fit builds one "
+                         "per parameter group: pass its class (e.g. torch.optim.Adam) and optimizer_kwargs")
+    if isinstance(optimizer, type) and not issubclass(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer: {optimizer.__name__} is not a torch.optim.Optimizer")
+    if not callable(optimizer):
+        raise ValueError(f"optimizer: expected a name, a torch.optim class, a pyro.optim optimizer or a "
+                         f"callable (params, lr, **kw) -> Optimizer; got {type(optimizer).__name__}")
+    return optimizer
+
+
+def _from_pyro_optim(constructor, options, params, lr=None, **kwargs):
+    options = {**options, **kwargs}
+    if lr is not None:
+        options["lr"] = lr
+    return constructor(params, **options)
+
+
+def _check_objective(objective):
+    """An :class:`Objective` for ``objective`` (None, an Objective, or a ``pyro.infer.ELBO``), or a ValueError."""
+    from pyro.infer import ELBO as PyroELBOBase
+
+    from .inference import PyroELBO
+
+    if objective is None or isinstance(objective, Objective):
+        return objective
+    if isinstance(objective, PyroELBOBase):
+        return PyroELBO(objective)
+    raise ValueError(f"objective: expected a pyro_dgm.inference objective or a pyro.infer ELBO "
+                     f"(Trace_ELBO(), TraceMeanField_ELBO(), ...), got {type(objective).__name__}")
+
+
+def _default_objective(fn, guide):
+    """The objective the distribution at the data site asks for."""
+    from .distributions import ScoreField
+    from .inference import ELBO, DenoisingScoreMatching, MaximumLikelihood
+    from .inference.likelihood import refuse_unnormalized
+
+    if guide is not None:
+        return ELBO()
+    if isinstance(fn, ScoreField):
+        return DenoisingScoreMatching()
+    refuse_unnormalized(fn, "objective")
+    return MaximumLikelihood()
+
+
+def _prepare(objective, model, guide, x, args, site, num_data):
+    """Resolve the data site, the default objective and the data plate, then set the objective up."""
+    from .inference import Adversarial
+
+    trace = _trace_checked(model, x, args)
+    site = resolve_site(trace, x, site) if not isinstance(objective, Adversarial) else (site or "x")
+    if objective is None:
+        objective = _default_objective(trace.nodes[site]["fn"], guide)
+    objective.site, objective.args, objective.num_data = site, args, num_data
+    objective.setup(model, guide, x)
+    objective.plate = _minibatch_plate(trace, model, guide, x, args, site, num_data)
+    return objective
+
+
+def _trace_checked(model, x, args):
+    from .inference.checks import trace_on_batch
+
+    return trace_on_batch(model, x, args)
+
+
+def _minibatch_plate(trace, model, guide, x, args, site, num_data):
+    """The data plate to scale by N/B, when minibatches change the answer (global latents); else None.
+
+    A model whose latents are all inside the data plate (a VAE) gives the same
+    per-example loss either way, so it is left unscaled (and as fast as before).
+    """
+    b = x.shape[0]
+    if num_data is None or b >= num_data or not trace.nodes[site]["is_observed"]:
+        return None
+    plate = data_plate(trace, site, b)
+    if plate is None:
+        if any(f.vectorized and f.size == num_data for f in trace.nodes[site]["cond_indep_stack"]):
+            return None  # the program subsamples its own plate of size N: Pyro scales it
+        if global_latents(trace, None):
+            raise ValueError(
+                f"data: minibatches of {b} from {num_data} examples need the data site {site!r} inside "
+                "pyro.plate(name, len(x)), so that the likelihood can count N/B times against the latents "
+                f"{global_latents(trace, None)}; add the plate, or train on the full batch (batch_size={num_data})")
+        return None
+    if guide is not None:
+        _refuse_per_example_guide(guide, x, args, plate, num_data)
+    return plate if global_latents(trace, plate) else None
+
+
+def _refuse_per_example_guide(guide, x, args, plate, num_data):
+    from pyro.infer.autoguide import AutoContinuous
+
+    guide_trace = trace_program(guide, x, *args)
+    local = [n for n, node in guide_trace.nodes.items() if node["type"] == "param"
+             and any(f.name == plate and f.size == x.shape[0] for f in node["cond_indep_stack"])]
+    if isinstance(guide, AutoContinuous):
+        proto = guide.prototype_trace
+        if any(f.name == plate for n in proto.nodes if proto.nodes[n]["type"] == "sample"
+               and not proto.nodes[n]["is_observed"] for f in proto.nodes[n]["cond_indep_stack"]):
+            local.append(f"{type(guide).__name__} (one joint vector over the latents of plate {plate!r})")
+    if local:
+        raise ValueError(
+            f"guide: has per-example parameters {local} inside plate {plate!r}, but fit trains on minibatches of "
+            f"{x.shape[0]} from {num_data} shuffled examples, so each row of them would be fitted to whichever "
+            f"examples land there. Use an amortized guide (an encoder q(z|x)), train on the full batch "
+            f"(batch_size={num_data}), or subsample the plate yourself: pyro.plate({plate!r}, {num_data}, "
+            "subsample=idx) with the indices as a second batch item (data=TensorDataset(x, torch.arange(N))).")
 
 
 def _make_optimizer(optimizer, params, lr, kwargs):
-    if isinstance(optimizer, str):
-        name = optimizer.lower()
-        table = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-                 "rmsprop": torch.optim.RMSprop}
-        if name not in table:
-            raise ValueError(f"optimizer: unknown name {optimizer!r}; expected one of {sorted(table)} or a torch.optim class")
-        optimizer = table[name]
     kwargs = dict(kwargs or {})
+    if lr is None:
+        if isinstance(optimizer, functools.partial) and optimizer.func is _from_pyro_optim:
+            return optimizer(params, **kwargs)  # the pyro.optim options' own lr
+        lr = 1e-3
     if optimizer in _FUSABLE and "foreach" not in kwargs and "fused" not in kwargs:
         # The fused kernel updates every tensor in one pass: on a 784-400-20 VAE
         # its Adam step takes 0.34 ms against 1.13 ms (foreach) and 1.40 ms (the
@@ -255,6 +397,15 @@ def _call_callback(cb, hook, state):
         cb(state)
 
 
+def _owning_parameters(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with fit_owns_parameters():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_owning_parameters
 def fit(
     model,
     guide=None,
@@ -267,7 +418,7 @@ def fit(
     shuffle: bool = True,
     drop_last: bool = False,
     optimizer="adam",
-    lr=1e-3,
+    lr=None,
     optimizer_kwargs: dict | None = None,
     scheduler=None,
     scheduler_every: str = "epoch",
@@ -275,6 +426,7 @@ def fit(
     precision: str = "32",
     device=None,
     seed: int | None = None,
+    site: str | None = None,
     modules=None,
     callbacks=(),
     checkpoint=None,
@@ -285,18 +437,28 @@ def fit(
     """Train a Pyro program on data with one objective.
 
     Args:
-        model: a Pyro program ``model(x=None, num_samples=None)`` with a sample
-            site ``"x"`` for the data (a bound method of an ``nn.Module``, or
-            the module itself).
-        guide: an amortized guide ``guide(x)`` for the model's latent sites, or None.
+        model: a Pyro program ``model(x, *args)`` that observes the data at a
+            sample site (``"x"``, or see ``site``): a function, a bound method
+            of an ``nn.Module``, or the module itself. Its parameters are found
+            as ``SVI`` finds them (``pyro.param``, ``pyro.module``,
+            ``PyroParam``) and in the modules that own the model and guide.
+        guide: a guide ``guide(x, *args)`` (amortized, or an autoguide), or None.
         data: a tensor ``(N, *event_shape)``, a ``Dataset`` or a ``DataLoader``.
-        objective: defaults to :class:`~pyro_dgm.inference.ELBO` when there is a
-            guide, else :class:`~pyro_dgm.inference.MaximumLikelihood`.
+            Batches that are tuples ``(x, y, ...)`` call ``model(x, y, ...)``.
+            With minibatches, the sites inside the data plate count N/B times
+            when the model has global latents (the full-data posterior).
+        objective: a :mod:`pyro_dgm.inference` objective or one of Pyro's ELBO
+            objects (``pyro.infer.Trace_ELBO()``, ...). Default: the ELBO when
+            there is a guide; else what the data site's distribution needs
+            (maximum likelihood for a density, denoising score matching for a
+            score field; an unnormalized density is refused with the choices).
         epochs, steps: how long to train (``steps`` counts batches; if both are
             given, whichever ends first). Neither: 10 epochs.
         batch_size, shuffle, drop_last: batching of tensors and Datasets.
-        optimizer: "adam", "adamw", "sgd", "rmsprop", a ``torch.optim`` class or
-            a callable ``(params, lr, **kw) -> Optimizer``. ``lr`` and
+        optimizer: "adam", "adamw", "sgd", "rmsprop", a ``torch.optim`` class,
+            a ``pyro.optim`` optimizer (``pyro.optim.Adam({"lr": 1e-3})``,
+            ``ClippedAdam``) or a callable ``(params, lr, **kw) -> Optimizer``.
+            ``lr`` (default 1e-3, or the pyro.optim options' own) and
             ``optimizer_kwargs`` may be dicts keyed by parameter group.
         scheduler: a callable ``optimizer -> LRScheduler`` (or a dict of them by
             group), stepped every epoch or every step (``scheduler_every``).
@@ -304,6 +466,8 @@ def fit(
         precision: "32", or "bf16" for autocast mixed precision.
         device: "cpu", "cuda", "cuda:N" or a torch.device.
         seed: seeds Python, NumPy and torch, and the data order.
+        site: the name of the data site; default ``"x"`` if the model has it,
+            else the one observed site whose value is the batch.
         modules: extra ``nn.Module``\\ s to train in group "model" (for programs
             that are plain functions).
         callbacks: objects with ``on_step_end(state)``, ``on_epoch_end(state)``
@@ -345,10 +509,10 @@ def fit(
     shuffle_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
 
     batches = _Batches(data, batch_size, shuffle, drop_last, shuffle_seed, dev)
-    if objective is None:
-        from .inference import ELBO, MaximumLikelihood
-
-        objective = ELBO() if guide is not None else MaximumLikelihood()
+    optimizer = _check_optimizer(optimizer)
+    objective = _check_objective(objective)
+    if site is not None and not isinstance(site, str):
+        raise ValueError(f"site: expected the name of a sample site (a str), got {site!r}")
 
     bad = [m for m in (modules or []) if not isinstance(m, nn.Module)]
     if bad:
@@ -361,9 +525,10 @@ def fit(
         m.to(dev)
 
     first = next(iter(batches.epoch(0)))
-    _check_values(first, "data")
+    x0, args0 = split_batch(first)
+    _check_values(x0, "data")
     with _validation(True), torch.no_grad():
-        objective.setup(model, guide, first)
+        objective = _prepare(objective, model, guide, x0, args0, site, batches.n)
         groups = {g: list(ms) for g, ms in objective.param_groups().items()}
         if modules:
             groups["model"] = _unique(groups.get("model", []) + list(modules))
@@ -372,7 +537,7 @@ def fit(
                 m.to(dev)
         # One forward pass with validation on, so argument errors surface now.
         for g in objective.groups_for_step(0):
-            objective.loss(g, first)
+            objective.loss(g, x0)
 
     all_modules = _unique(m for ms in groups.values() for m in ms)
     optimizers, schedulers = {}, {}
@@ -448,8 +613,9 @@ def fit(
         with _validation(False):
             while step < total and not fit_state.stop:
                 for batch in batches.epoch(epoch, skip):
+                    x, objective.args = split_batch(batch)
                     for g in objective.groups_for_step(step):
-                        value, named = _train_group(objective, g, batch, step, optimizers[g], autocast, clip_grad)
+                        value, named = _train_group(objective, g, x, step, optimizers[g], autocast, clip_grad)
                         losses[g].append(value)
                         for k, v in named.items():
                             terms.setdefault(k, []).append(v)
@@ -494,7 +660,8 @@ def _train_group(objective, group, batch, step, opt, autocast, clip_grad):
     if not math.isfinite(value):
         raise NonFiniteLossError(_nan_message(step, group, value, named))
     params = [p for pg in opt.param_groups for p in pg["params"]]
-    total_loss.backward(inputs=params)  # only this group's gradients: a GAN's critic loss leaves G alone
+    if not getattr(objective, "backward_inside", False):  # PyroELBO around loss_and_grads did it already
+        total_loss.backward(inputs=params)  # only this group's gradients: a GAN's critic loss leaves G alone
     if clip_grad is not None:
         torch.nn.utils.clip_grad_norm_(params, clip_grad)
     opt.step()

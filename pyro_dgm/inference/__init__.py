@@ -3,7 +3,7 @@
 from .adversarial import F_DIVERGENCES, Adversarial, FDivergence, gradient_penalty
 from .contrastive import (ContrastiveDivergence, FlowContrastiveEstimation, NoiseContrastiveEstimation,
                           PersistentContrastiveDivergence, ScoreMatching)
-from .likelihood import ELBO, MaximumLikelihood
+from .likelihood import ELBO, MaximumLikelihood, PyroELBO
 from .objective import Objective, data_site, modules_of, sample_program, trace_program
 from .samplers import hmc, langevin, mala, nuts
 from .score_based import (VESDE, VPSDE, AnnealedLangevin, DenoisingScoreMatching, Langevin, PredictorCorrector,
@@ -13,7 +13,7 @@ __all__ = [
     # the protocol
     "Objective", "modules_of", "trace_program", "data_site", "sample_program",
     # densities
-    "ELBO", "MaximumLikelihood",
+    "ELBO", "MaximumLikelihood", "PyroELBO",
     # GANs
     "Adversarial", "FDivergence", "F_DIVERGENCES", "gradient_penalty",
     # energy-based models

@@ -48,7 +48,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import check_batch_shape
-from .objective import Objective, data_site, modules_of, trace_program
+from ..programs import program_modules
+from .objective import Objective
 
 __all__ = ["Adversarial", "FDivergence", "F_DIVERGENCES", "gradient_penalty", "LOSSES"]
 
@@ -223,16 +224,17 @@ class Adversarial(Objective):
         if guide is not None:
             raise ValueError("guide: a GAN's generator has no guide; pass guide=None")
         self.model, self.guide = model, None
-        self._modules = modules_of(model)
+        self._modules = [m for m in program_modules(model, None, batch, self.args) if m is not self.critic]
         if not self._modules:
-            raise ValueError("model: the generator program must be an nn.Module or a bound method of one "
-                             "(e.g. MLPGenerator(...).model)")
+            raise ValueError("model: the generator program has no parameters: make it an nn.Module, a bound "
+                             "method of one (e.g. MLPGenerator(...).model), or register its networks with "
+                             "pyro.module(name, net) inside it")
         critic_params = {id(p) for p in self.critic.parameters()}
         if any(id(p) in critic_params for m in self._modules for p in m.parameters()):
             raise ValueError("critic: shares parameters with the generator; keep the critic out of the "
                              "generator module (pyro_dgm.models.GAN holds both)")
         check_batch_shape(model, batch)
-        fake = self.generate(batch.shape[0])
+        fake = self.generate(batch.shape[0], batch)
         if fake.shape != batch.shape:
             raise ValueError(f"data: batch of shape {tuple(batch.shape)} does not match the shape "
                              f"{tuple(fake.shape)} of the generator's site 'x'")
@@ -247,9 +249,9 @@ class Adversarial(Objective):
     def loss(self, group, batch):
         if group == "critic":
             with torch.no_grad():
-                fake = self.generate(batch.shape[0])
+                fake = self.generate(batch.shape[0], batch)
             return self.critic_loss(batch, fake)
-        return self.generator_loss(self.generate(batch.shape[0]))
+        return self.generator_loss(self.generate(batch.shape[0], batch))
 
     def after_step(self, group):
         if group == "critic" and self.loss_name == "wgan":
@@ -258,9 +260,13 @@ class Adversarial(Objective):
                     p.clamp_(-self.clip, self.clip)
 
     # -- the losses ----------------------------------------------------------
-    def generate(self, n: int) -> torch.Tensor:
-        """n samples of site "x" of the generator program (differentiable in its parameters)."""
-        return data_site(trace_program(self.model, None, num_samples=n))["value"]
+    def generate(self, n: int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """n samples of the generator's data site (differentiable in its parameters).
+
+        A program ``model(x)`` without ``num_samples`` runs on ``like`` (the
+        real batch) with its data site unconditioned.
+        """
+        return self.sample(self.model, n, like=like)
 
     def critic_loss(self, real: torch.Tensor, fake: torch.Tensor) -> dict:
         """The critic's loss on a batch of data and a batch of samples, as named terms."""

@@ -7,7 +7,7 @@ import math
 import torch
 from torch.distributions import constraints
 
-from .objective import _module_of, data_site, trace_program
+from ..programs import data_site, module_of as _module_of, trace_program
 
 
 def positive(name: str, value) -> float:
@@ -40,11 +40,11 @@ def check_batch_shape(model, batch: torch.Tensor) -> None:
         )
 
 
-def trace_on_batch(model, batch: torch.Tensor):
+def trace_on_batch(model, batch: torch.Tensor, args=()):
     """Trace the model on ``batch``, turning shape errors inside it into a ValueError."""
     check_batch_shape(model, batch)
     try:
-        return trace_program(model, batch)
+        return trace_program(model, batch, *args)
     except RuntimeError as err:  # e.g. a Linear layer fed the wrong width
         raise ValueError(
             f"data: the model failed on a batch of shape {tuple(batch.shape)}: {err}"
@@ -52,7 +52,7 @@ def trace_on_batch(model, batch: torch.Tensor):
 
 
 def check_support(site: dict, batch: torch.Tensor) -> None:
-    """Every data value must lie in the support of the distribution at site "x"."""
+    """Every data value must lie in the support of the distribution at the data site."""
     fn = site["fn"]
     support = getattr(fn, "support", None)
     if support is None or support is constraints.real:
@@ -66,7 +66,7 @@ def check_support(site: dict, batch: torch.Tensor) -> None:
         shown = bad.flatten()[:5].tolist()
         raise ValueError(
             f"data: values {shown} lie outside the support of the model's "
-            f"distribution at site 'x' ({type(fn).__name__}, support {support}); "
+            f"distribution at site {site['name']!r} ({type(fn).__name__}, support {support}); "
             + ("binarize the data (pyro_dgm.data.binarize) for a Bernoulli likelihood"
                if _is_boolean(support) else "transform the data into that support")
         )
@@ -85,15 +85,15 @@ def _broadcast_ok(ok, batch):
     return ok.expand_as(batch)
 
 
-def check_program_on_batch(model, batch: torch.Tensor):
-    """Trace ``model`` on ``batch`` and validate site "x"; return the trace."""
-    trace = trace_on_batch(model, batch)
-    site = data_site(trace)
-    value = site["value"]
-    if value.shape != batch.shape and tuple(value.shape[-batch.dim() + 1:]) != tuple(batch.shape[1:]):
+def check_program_on_batch(model, batch: torch.Tensor, site: str = "x", args=()):
+    """Trace ``model`` on ``batch`` and validate its data site; return the trace."""
+    trace = trace_on_batch(model, batch, args)
+    node = data_site(trace, site)
+    value = node["value"]
+    if value.numel() != batch.numel():
         raise ValueError(
             f"data: batch of shape {tuple(batch.shape)} does not match the shape "
-            f"{tuple(value.shape)} of the model's site 'x'"
+            f"{tuple(value.shape)} of the model's site {site!r}"
         )
-    check_support(site, batch)
+    check_support(node, value)
     return trace

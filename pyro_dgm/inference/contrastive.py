@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_program_on_batch, count, positive
-from .objective import Objective, data_site, trace_program
+from .objective import Objective, data_site, sample_program
 from .samplers import langevin
 from .score_matching import (denoising_score_matching, exact_score_matching, hutchinson_score_matching,
                              sliced_score_matching)
@@ -74,14 +74,14 @@ class _EnergyObjective(Objective):
 
     def setup(self, model, guide, batch):
         super().setup(model, guide, batch)
-        fn = data_site(check_program_on_batch(model, batch))["fn"]
+        fn = data_site(check_program_on_batch(model, batch, self.site, self.args), self.site)["fn"]
         if not (callable(getattr(fn, "energy", None)) and callable(getattr(fn, "score", None))):
             raise ValueError(
-                f"model: {type(self).__name__} needs site 'x' to hold an energy distribution with energy() "
+                f"model: {type(self).__name__} needs site {self.site!r} to hold an energy distribution with energy() "
                 f"and score() (pyro_dgm.distributions.UnnormalizedDistribution), got {type(fn).__name__}")
 
     def _site(self, batch):
-        return data_site(trace_program(self.model, batch))["fn"]
+        return self.data_fn(self.model, batch)
 
     # A noise distribution that is a module (a fitted Gaussian, a flow) is state to checkpoint.
     noise = None
@@ -359,7 +359,7 @@ class FlowContrastiveEstimation(NoiseContrastiveEstimation):
     def _contrast(self, batch):
         """``(log q(x), y, log q(y))`` with y ~ q, the flow (mixed with the Gaussian if asked)."""
         n, w = batch.shape[0], self.gaussian_weight
-        site = data_site(trace_program(self._flow_program, None, num_samples=n))
+        site = data_site(sample_program(self._flow_program, n, like=batch, trace=True))
         q, y = site["fn"], site["value"]
         if w == 0.0:
             return q.log_prob(batch), y, q.log_prob(y)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 
 from .checks import check_program_on_batch
-from .objective import Objective, latent_sites, modules_of, sample_sites
+from .objective import Objective, latent_sites, sample_sites
 
-__all__ = ["MaximumLikelihood", "ELBO", "AnalyticKLEstimator"]
+__all__ = ["MaximumLikelihood", "ELBO", "PyroELBO", "AnalyticKLEstimator", "refuse_unnormalized"]
+
+
+def refuse_unnormalized(fn, who: str) -> None:
+    """A ValueError when the data site holds a density known only up to log Z (an EBM)."""
+    from ..distributions import UnnormalizedDistribution
+
+    if isinstance(fn, UnnormalizedDistribution):
+        raise ValueError(
+            f"{who}: the data site holds an unnormalized density (log Z unknown), which maximum likelihood "
+            "cannot train; use ContrastiveDivergence, PersistentContrastiveDivergence, "
+            "NoiseContrastiveEstimation, FlowContrastiveEstimation or ScoreMatching (pyro_dgm.inference)")
 
 
 class MaximumLikelihood(Objective):
@@ -34,7 +45,8 @@ class MaximumLikelihood(Objective):
 
     def setup(self, model, guide, batch):
         super().setup(model, guide, batch)
-        trace = check_program_on_batch(model, batch)
+        trace = check_program_on_batch(model, batch, self.site, self.args)
+        refuse_unnormalized(trace.nodes[self.site]["fn"], "objective")
         latent = latent_sites(trace)
         if latent:
             raise ValueError(
@@ -43,15 +55,18 @@ class MaximumLikelihood(Objective):
             )
 
     def loss(self, group, batch):
-        trace = poutine.trace(self.model).get_trace(batch)
-        return -trace.log_prob_sum() / batch.shape[0]
+        with self.scaled():
+            trace = self.trace(self.model, batch)
+        return -trace.log_prob_sum() / self.examples(batch)
 
 
-def _all_kl_analytic(model, guide, batch) -> bool:
-    guide_trace = poutine.trace(guide).get_trace(batch)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch)
+def _all_kl_analytic(model, guide, batch, args=()) -> bool:
+    guide_trace = poutine.trace(guide).get_trace(batch, *args)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, *args)
     for name in latent_sites(guide_trace):
         site = guide_trace.nodes[name]
+        if name not in model_trace.nodes:  # an autoguide's auxiliary site: not mean-field
+            return False
         try:
             torch.distributions.kl_divergence(site["fn"], model_trace.nodes[name]["fn"])
         except NotImplementedError:
@@ -60,9 +75,8 @@ def _all_kl_analytic(model, guide, batch) -> bool:
 
 
 def _scaled(value, site):
-    if site["mask"] is not None:
-        value = value * site["mask"]
-    return value.sum() * site["scale"]
+    # Pyro's own rule: a tensor scale (poutine.scale per example) multiplies elementwise, then sum.
+    return scale_and_mask(value, site["scale"], site["mask"]).sum()
 
 
 class AnalyticKLEstimator:
@@ -121,18 +135,64 @@ class ELBO(Objective):
     def setup(self, model, guide, batch):
         if guide is None:
             raise ValueError("guide: ELBO needs a guide q(z|x); got None")
-        self.model, self.guide = model, guide
-        self._modules = modules_of(model, guide)
-        check_program_on_batch(model, batch)
+        check_program_on_batch(model, batch, self.site, self.args)
+        super().setup(model, guide, batch)
         analytic = self.analytic_kl
         if analytic is None:
-            analytic = _all_kl_analytic(model, guide, batch)
+            analytic = _all_kl_analytic(model, guide, batch, self.args)
         cls = AnalyticKLEstimator if analytic else Trace_ELBO
         self.estimator = cls(num_particles=self.num_particles)
         self.uses_analytic_kl = bool(analytic)
 
     def loss(self, group, batch):
-        return self.estimator.differentiable_loss(self.model, self.guide, batch) / batch.shape[0]
+        with self.scaled():
+            loss = self.estimator.differentiable_loss(self.model, self.guide, batch, *self.args)
+        return loss / self.examples(batch)
 
     def __repr__(self):
         return f"ELBO(num_particles={self.num_particles}, analytic_kl={self.analytic_kl})"
+
+
+class PyroELBO(Objective):
+    """One of Pyro's own ELBO objects as an objective: ``fit(..., objective=pyro.infer.Trace_ELBO())``.
+
+    ``fit`` wraps any ``pyro.infer.ELBO`` in this. ELBOs with a
+    ``differentiable_loss`` (Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO)
+    return it; the others (TraceGraph_ELBO, RenyiELBO) only offer
+    ``loss_and_grads``, which computes the gradients itself, so ``fit`` then
+    skips its own ``backward`` (``backward_inside``). The programs run under
+    ``poutine.scale(1 / N)``, so the loss is per example like :class:`ELBO`'s.
+
+    Example::
+
+        >>> import pyro, torch, pyro_dgm
+        >>> from pyro_dgm.models import VAE
+        >>> vae = VAE(8, latent_dim=2, hidden=(16,))
+        >>> r = pyro_dgm.fit(vae.model, vae.guide, torch.bernoulli(torch.rand(32, 8)),
+        ...                  objective=pyro.infer.TraceGraph_ELBO(), steps=2, progress=False)
+        >>> type(r.objective).__name__, len(r.losses["model"])
+        ('PyroELBO', 2)
+    """
+
+    def __init__(self, elbo):
+        self.elbo = elbo
+        self.backward_inside = not callable(getattr(elbo, "differentiable_loss", None))
+
+    def setup(self, model, guide, batch):
+        if guide is None:
+            raise ValueError(f"guide: {type(self.elbo).__name__} needs a guide; got None")
+        check_program_on_batch(model, batch, self.site, self.args)
+        super().setup(model, guide, batch)
+
+    def loss(self, group, batch):
+        scale = 1.0 / self.examples(batch)
+        model, guide = poutine.scale(self.model, scale), poutine.scale(self.guide, scale)
+        with self.scaled():
+            if not self.backward_inside:
+                return self.elbo.differentiable_loss(model, guide, batch, *self.args)
+            if not torch.is_grad_enabled():  # fit's first, checking pass and validation losses
+                return torch.as_tensor(self.elbo.loss(model, guide, batch, *self.args))
+            return torch.as_tensor(self.elbo.loss_and_grads(model, guide, batch, *self.args))
+
+    def __repr__(self):
+        return f"PyroELBO({type(self.elbo).__name__})"

@@ -26,21 +26,36 @@ The protocol, in the order ``fit`` calls it:
 
 from __future__ import annotations
 
-import torch
+import contextlib
+
 from torch import nn
-from pyro import poutine
-from pyro.poutine.util import site_is_subsample
+
+from ..programs import (DataPlateScale, data_site, device_of, latent_sites, module_of, modules_of,
+                        program_modules, sample_program, sample_sites, split_batch, trace_program)
 
 __all__ = ["Objective", "modules_of", "trace_program", "data_site", "sample_program", "sample_sites",
-           "latent_sites", "device_of"]
+           "latent_sites", "device_of", "split_batch"]
 
 
 class Objective:
-    """Base class: one parameter group, ``"model"``, updated on every batch."""
+    """Base class: one parameter group, ``"model"``, updated on every batch.
+
+    ``fit`` sets, before ``setup``: ``site`` (the name of the data site),
+    ``num_data`` (N, the number of training examples, or None) and, before
+    every ``loss``, ``args``: the further items of the batch ``(x, y, ...)``,
+    which the programs receive after ``x`` (``program(x, *args)``). Objectives
+    call programs through :meth:`trace`, :meth:`sample` and :meth:`scaled`
+    so that all three are honoured.
+    """
+
+    site = "x"
+    args = ()
+    num_data = None
+    plate = None  # the data plate's name, when minibatches must be scaled by N/B (see DataPlateScale)
 
     def setup(self, model, guide, batch):
         self.model, self.guide = model, guide
-        self._modules = modules_of(model, guide)
+        self._modules = program_modules(model, guide, batch, self.args)
 
     def param_groups(self) -> dict[str, list[nn.Module]]:
         return {"model": self._modules}
@@ -61,78 +76,32 @@ class Objective:
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned; nothing by default."""
 
+    # -- running the programs --------------------------------------------------
+    def trace(self, program, x):
+        """The trace of ``program(x, *self.args)``."""
+        return trace_program(program, x, *self.args)
+
+    def data_fn(self, program, x):
+        """The distribution at the data site of ``program`` run on ``x``."""
+        return data_site(self.trace(program, x), self.site)["fn"]
+
+    def sample(self, program, n, like=None):
+        """``n`` draws of the data site of ``program`` (see :func:`pyro_dgm.programs.sample_program`)."""
+        return sample_program(program, n, self.site, like=like, args=self.args)
+
+    def scaled(self):
+        """A context in which the data plate counts N/B times (nothing when no scaling is needed)."""
+        if self.plate is None or self.num_data is None:
+            return contextlib.nullcontext()
+        return DataPlateScale(self.plate, self.num_data)
+
+    def examples(self, x) -> int:
+        """What a loss is divided by to be per example: N under :meth:`scaled`, else the batch size."""
+        return self.num_data if (self.plate is not None and self.num_data is not None) else x.shape[0]
+
     def __repr__(self):
         return f"{type(self).__name__}()"
 
 
-def _module_of(program):
-    if isinstance(program, nn.Module):
-        return program
-    owner = getattr(program, "__self__", None)
-    if isinstance(owner, nn.Module):
-        return owner
-    return None
 
-
-def modules_of(*programs) -> list[nn.Module]:
-    """The ``nn.Module``\\ s that own the given programs, without repeats.
-
-    A program is an ``nn.Module`` (called through ``forward``) or a bound
-    method of one (``vae.model``). Plain functions own no parameters; pass
-    their modules to ``fit(..., modules=[...])`` instead.
-    """
-    found, seen = [], set()
-    for program in programs:
-        if program is None:
-            continue
-        module = _module_of(program)
-        if module is not None and id(module) not in seen:
-            seen.add(id(module))
-            found.append(module)
-    return found
-
-
-def device_of(obj) -> torch.device:
-    """The device of the module behind ``obj`` (a module or a bound method of one); CPU otherwise."""
-    module = _module_of(obj)
-    if module is not None:
-        for t in list(module.parameters()) + list(module.buffers()):
-            return t.device
-    return torch.device("cpu")
-
-
-def trace_program(program, *args, **kwargs) -> poutine.Trace:
-    """Run ``program`` under ``poutine.trace`` and return its trace."""
-    return poutine.trace(program).get_trace(*args, **kwargs)
-
-
-def sample_sites(trace: poutine.Trace) -> list[str]:
-    """Names of the sample sites of a trace (plates' subsample sites left out)."""
-    return [n for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)]
-
-
-def latent_sites(trace: poutine.Trace) -> list[str]:
-    """Names of the unobserved sample sites of a trace."""
-    return [n for n in sample_sites(trace) if not trace.nodes[n]["is_observed"]]
-
-
-def data_site(trace: poutine.Trace, name: str = "x") -> dict:
-    """The site ``name`` of a trace, with a clear error when the program has none."""
-    if name not in trace.nodes:
-        sites = sample_sites(trace)
-        raise ValueError(
-            f"the program has no sample site {name!r} for the data; "
-            f"its sample sites are {sites}. Name the data site 'x'."
-        )
-    return trace.nodes[name]
-
-
-def sample_program(model, num_samples: int, site: str = "x") -> torch.Tensor:
-    """Draw ``num_samples`` values of site ``"x"`` by running the program forward.
-
-    Programs follow the convention ``model(x=None, num_samples=None)``.
-    """
-    with torch.no_grad():
-        trace = trace_program(model, None, num_samples=num_samples)
-    return data_site(trace, site)["value"]
 

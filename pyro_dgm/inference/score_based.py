@@ -98,12 +98,12 @@ def _per_example(x, sigma):
 
 # ---------------------------------------------------------------- objectives
 
-def score_field_of(model, batch: torch.Tensor):
-    """The distribution at site ``"x"`` of ``model`` traced on ``batch``; it must have a ``score``."""
-    fn = data_site(trace_on_batch(model, batch))["fn"]
+def score_field_of(model, batch: torch.Tensor, site: str = "x", args=()):
+    """The distribution at the data site of ``model`` traced on ``batch``; it must have a ``score``."""
+    fn = data_site(trace_on_batch(model, batch, args), site)["fn"]
     if not callable(getattr(fn, "score", None)):
         raise ValueError(
-            f"model: site 'x' holds a {type(fn).__name__}, which has no score(x, sigma); "
+            f"model: site {site!r} holds a {type(fn).__name__}, which has no score(x, sigma); "
             "score-based objectives need a ScoreField (pyro_dgm.distributions.ScoreField) there")
     return fn
 
@@ -117,7 +117,7 @@ class _ScoreObjective(Objective):
 
     def setup(self, model, guide, batch):
         super().setup(model, guide, batch)
-        self.field = score_field_of(model, batch)
+        self.field = score_field_of(model, batch, self.site, self.args)
         sigma = self._resolve(self.field)
         try:
             s = self.field.score(batch[:2], sigma)

@@ -10,6 +10,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ..registry import register_model
+from ..programs import announce
 
 __all__ = ["FactorizedBernoulli", "DiagonalGaussian", "batch_size_of"]
 
@@ -31,6 +32,7 @@ class _Factorized(PyroModule):
         self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
 
     def model(self, x=None, num_samples=None):
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             return pyro.sample("x", self.distribution(n), obs=x)

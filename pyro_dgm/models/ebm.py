@@ -36,6 +36,7 @@ from ..inference.samplers import langevin
 from ..registry import register_model
 from .baselines import batch_size_of
 from ..inference.checks import count
+from ..programs import announce
 
 __all__ = ["EBM", "EnergyMLP", "DigitsEnergy", "FlowNoise"]
 
@@ -152,6 +153,7 @@ class EBM(PyroModule):
         return UnnormalizedDistribution(self.energy, self.event_shape, torch.Size([n]), sampler=self._sampler)
 
     def model(self, x=None, num_samples=None):
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             return pyro.sample("x", self.distribution(n), obs=x)
@@ -203,6 +205,7 @@ class FlowNoise(PyroModule):
         return dist.TransformedDistribution(base.expand([n]), transforms)
 
     def model(self, x=None, num_samples=None):
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             return pyro.sample("x", self.distribution(n), obs=x)

@@ -48,6 +48,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from ..registry import register_model
 from .baselines import batch_size_of
 from .vae import mlp
+from ..programs import announce
 
 __all__ = ["Generator", "MLPGenerator", "DCGANGenerator", "MLPCritic", "DCGANCritic", "GAN"]
 
@@ -115,6 +116,7 @@ class Generator(PyroModule):
 
     def model(self, x=None, num_samples=None):
         """Site "z" from the prior, then site "x" = G(z) (deterministic). ``x`` only sets the batch size."""
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))

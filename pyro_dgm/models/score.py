@@ -40,6 +40,7 @@ from ..inference.score_based import (DenoisingScoreMatching, PredictorCorrector,
 from ..registry import register_model
 from .baselines import batch_size_of
 from ..inference.checks import count
+from ..programs import announce
 
 __all__ = ["NCSN", "ScoreMLP", "ScoreUNet", "NoiseEmbedding", "default_score_net"]
 
@@ -214,6 +215,7 @@ class NCSN(nn.Module):
                           sampler=sampler or self.sampler)
 
     def model(self, x=None, num_samples=None):
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             return pyro.sample("x", self.field(n), obs=x)

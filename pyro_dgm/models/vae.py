@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from ..registry import register_model
 from .baselines import batch_size_of
+from ..programs import announce
 
 __all__ = ["VAE", "ConvVAE", "mlp"]
 
@@ -115,6 +116,7 @@ class VAE(PyroModule):
 
     def model(self, x=None, num_samples=None):
         """p(z) p(x|z): site "z" then site "x"."""
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))
@@ -122,6 +124,7 @@ class VAE(PyroModule):
 
     def guide(self, x=None, num_samples=None):
         """q(z|x) = N(mu(x), sigma(x)^2), reparametrized."""
+        announce(self)
         if x is None:
             raise ValueError("x: the guide q(z|x) needs data")
         with pyro.plate("data", x.shape[0]):

@@ -17,6 +17,7 @@ from torch import nn
 
 from ...distributions.autoregressive import AutoregressiveDistribution, make_output
 from ..baselines import batch_size_of
+from ...programs import announce
 
 __all__ = ["AutoregressiveModel", "check_order", "as_event_shape"]
 
@@ -113,6 +114,7 @@ class AutoregressiveModel(nn.Module):
         return AutoregressiveDistribution(self.log_prob, self.sample, self.event_shape, (n,), self.output.support)
 
     def model(self, x=None, num_samples=None):
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             return pyro.sample("x", self.distribution(n), obs=x)

@@ -27,6 +27,7 @@ from torch.distributions.utils import _sum_rightmost
 
 from ..baselines import batch_size_of
 from .dequantization import UniformDequantization
+from ...programs import announce
 
 __all__ = ["FlowModel", "SequentialFlow", "ScoredOnce", "Remembered", "as_shape"]
 
@@ -203,6 +204,7 @@ class FlowModel(PyroModule):
 
     def model(self, x=None, num_samples=None):
         """The Pyro program: site "x" inside ``pyro.plate("data")``."""
+        announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
             return pyro.sample("x", self.distribution(n), obs=x)

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from ...registry import register_model
 from ..vae import MIN_SCALE, VAE, mlp
 from ...inference.checks import count
+from ...programs import announce
 
 __all__ = ["ConditionalIAF", "IAFVAE"]
 
@@ -130,6 +131,7 @@ class IAFVAE(VAE):
 
     def guide(self, x=None, num_samples=None):
         """q(z|x): the IAF posterior conditioned on the encoder's features of x."""
+        announce(self)
         if x is None:
             raise ValueError("x: the guide q(z|x) needs data")
         with pyro.plate("data", x.shape[0]):

@@ -1,0 +1,357 @@
+"""How pyro_dgm runs a Pyro program: calls, the data site, sampling, parameters, minibatch scaling.
+
+Every entry point (``fit``, ``evaluate``, ``to_arviz``, ``compare``, the
+objectives and samplers) goes through these helpers, so a program written as
+Pyro's tutorials write one works unchanged:
+
+* it is called ``program(x, *args)``: ``x`` the data (or ``None``), ``args``
+  the further items of a batch ``(x, y, ...)``;
+* its data site is ``"x"`` by default, any observed site by choice, or the
+  one observed site whose value is the batch (:func:`resolve_site`);
+* it is sampled with ``num_samples=n`` only if it accepts that keyword;
+  otherwise it runs on a template batch with the data site unconditioned
+  (:func:`sample_program`), as ``poutine.uncondition`` does;
+* its parameters are found as ``SVI`` finds them, from the param sites of a
+  trace (``pyro.param``, ``pyro.module``, ``PyroParam``, autoguides), beside
+  the parameters of the modules that own the programs (:func:`program_modules`);
+* with minibatches of B from N examples, the sites inside the data plate
+  count N/B times (:class:`DataPlateScale`), as ``pyro.plate(size=N,
+  subsample_size=B)`` would scale them, so global latents get the full-data
+  posterior.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import itertools
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.uncondition_messenger import UnconditionMessenger
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+__all__ = ["call", "trace_program", "sample_sites", "latent_sites", "observed_sites", "data_site",
+           "resolve_site", "accepts_num_samples", "sample_program", "predictive_trace", "uncondition_site",
+           "module_of", "modules_of", "program_modules", "PyroParams", "announce", "fit_owns_parameters",
+           "DataPlateScale", "data_plate", "global_latents", "split_batch", "device_of"]
+
+
+# -- calling a program ---------------------------------------------------------
+def split_batch(batch):
+    """``(x, args)`` of a batch: a tensor is ``(x, ())``, a tuple or list ``(x, y, ...)`` is ``(x, (y, ...))``."""
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ValueError("data: a batch is an empty tuple; expected (x, ...) with x a tensor")
+        return batch[0], tuple(batch[1:])
+    return batch, ()
+
+
+def call(program, x, args=(), **kwargs):
+    """``program(x, *args, **kwargs)``: the one way pyro_dgm calls a program."""
+    return program(x, *args, **kwargs)
+
+
+def trace_program(program, *args, **kwargs) -> poutine.Trace:
+    """Run ``program(*args, **kwargs)`` under ``poutine.trace`` and return its trace."""
+    return poutine.trace(program).get_trace(*args, **kwargs)
+
+
+def sample_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the sample sites of a trace (plates' subsample sites left out)."""
+    return [n for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)]
+
+
+def latent_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the unobserved sample sites of a trace."""
+    return [n for n in sample_sites(trace) if not trace.nodes[n]["is_observed"]]
+
+
+def observed_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the observed sample sites of a trace."""
+    return [n for n in sample_sites(trace) if trace.nodes[n]["is_observed"]]
+
+
+def data_site(trace: poutine.Trace, name: str = "x") -> dict:
+    """The site ``name`` of a trace, with a clear error when the program has none."""
+    if name not in trace.nodes or trace.nodes[name]["type"] != "sample":
+        raise ValueError(
+            f"site: the program has no sample site {name!r} for the data; its sample sites are "
+            f"{sample_sites(trace)}. Pass site= with the name of the site that observes the data."
+        )
+    return trace.nodes[name]
+
+
+def _same_data(value, x) -> bool:
+    if not isinstance(value, torch.Tensor) or value.numel() != x.numel():
+        return False
+    if value is x or (value.data_ptr() == x.data_ptr() and value.numel() > 0):
+        return True
+    return bool(torch.equal(value.reshape(-1).to(x.dtype), x.reshape(-1)))
+
+
+def resolve_site(trace: poutine.Trace, x: torch.Tensor, site: str | None = None) -> str:
+    """The name of the data site of a program traced on ``x``.
+
+    ``site`` if given (it must be observed); else ``"x"`` if the program
+    observes such a site; else the one observed site whose value is the batch
+    (``obs=x`` or ``obs=x.reshape(...)``). Several or none: a ValueError that
+    names the candidates.
+    """
+    observed = observed_sites(trace)
+    if site is not None:
+        data_site(trace, site)
+        if site not in observed:
+            raise ValueError(f"site: {site!r} is not observed when the program is called with the data; "
+                             f"its observed sites are {observed}")
+        return site
+    if "x" in observed:
+        return "x"
+    matches = [n for n in observed if _same_data(trace.nodes[n]["value"], x)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ValueError(f"site: no sample site of the program observes the data (observed sites: {observed}); "
+                         "write pyro.sample(name, ..., obs=x) and pass site=name if it is not 'x'")
+    raise ValueError(f"site: several sites observe the data ({matches}); pass site= to say which is the data site")
+
+
+# -- sampling ------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _takes_num_samples(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    # Only a named parameter: an autoguide's **kwargs would pass the keyword on to the model.
+    return "num_samples" in params
+
+
+def accepts_num_samples(program) -> bool:
+    """Whether ``program`` takes a ``num_samples=`` keyword (pyro_dgm's own models do)."""
+    fn = program.forward if isinstance(program, nn.Module) else program
+    fn = getattr(fn, "__func__", fn)
+    try:
+        return _takes_num_samples(fn)
+    except TypeError:  # unhashable callable
+        return "num_samples" in getattr(inspect.signature(fn), "parameters", {})
+
+
+class uncondition_site(UnconditionMessenger):
+    """``poutine.uncondition`` for one site: only ``name`` is sampled instead of observed.
+
+    Pyro's handler unconditions every observed site; a program that observes
+    labels or other batch items beside the data keeps those observed here.
+    """
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def _pyro_sample(self, msg):
+        if msg["name"] == self.name:
+            super()._pyro_sample(msg)
+
+
+def _template(like: torch.Tensor, n: int) -> torch.Tensor:
+    if like.shape[0] == n:
+        return like
+    return like[torch.arange(n, device=like.device) % like.shape[0]]
+
+
+def _template_args(args, n):
+    return tuple(_template(a, n) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+
+
+def sample_program(model, num_samples: int, site: str = "x", *, like: torch.Tensor | None = None,
+                   args=(), trace: bool = False):
+    """``num_samples`` draws of the data site, by running the program forward.
+
+    A program that accepts ``num_samples=`` is called ``model(None, *args,
+    num_samples=n)``. Any other program (``model(x)``, ``model(x=None)``) is
+    run on ``like`` (a batch of data, its rows repeated to n) with the data site
+    unconditioned, so its plates get their sizes from the data as in training;
+    without ``like`` it is called ``model(None, *args)``. Returns the values,
+    or the whole trace with ``trace=True``.
+    """
+    if accepts_num_samples(model):
+        tr = trace_program(model, None, *args, num_samples=num_samples)
+    elif like is not None:
+        tr = trace_program(uncondition_site(site)(model), _template(like, num_samples),
+                           *_template_args(args, num_samples))
+    else:
+        tr = trace_program(model, None, *args)
+    return tr if trace else data_site(tr, site)["value"]
+
+
+def predictive_trace(model, guide_trace, x, args=(), site: str = "x") -> poutine.Trace:
+    """The model replayed on a guide trace with the data site unconditioned: the posterior predictive."""
+    return trace_program(uncondition_site(site)(poutine.replay(model, trace=guide_trace)), x, *args)
+
+
+# -- parameters ----------------------------------------------------------------
+def module_of(program):
+    """The ``nn.Module`` a program is (called through ``forward``) or is a bound method of; else None."""
+    if isinstance(program, nn.Module):
+        return program
+    owner = getattr(program, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def modules_of(*programs) -> list[nn.Module]:
+    """The ``nn.Module``\\ s that own the given programs, without repeats."""
+    found, seen = [], set()
+    for program in programs:
+        module = module_of(program) if program is not None else None
+        if module is not None and id(module) not in seen:
+            seen.add(id(module))
+            found.append(module)
+    return found
+
+
+def device_of(obj) -> torch.device:
+    """The device of the module behind ``obj`` (a module or a bound method of one); CPU otherwise."""
+    module = module_of(obj)
+    if module is not None:
+        for t in itertools.chain(module.parameters(), module.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
+_FIT_OWNS = contextvars.ContextVar("pyro_dgm_fit_owns_parameters", default=False)
+_names = itertools.count()
+
+
+class fit_owns_parameters:
+    """Inside: pyro_dgm's own models skip :func:`announce` (``fit`` already holds their parameters)."""
+
+    def __enter__(self):
+        self._token = _FIT_OWNS.set(True)
+
+    def __exit__(self, *exc):
+        _FIT_OWNS.reset(self._token)
+
+
+def announce(module: nn.Module) -> None:
+    """Register a library model's parameters with Pyro, as ``pyro.module`` does, so ``SVI`` trains it.
+
+    pyro_dgm's models keep plain ``nn.Module`` submodules: a ``pyro.param``
+    per tensor per step would cost fit about 5% on a small VAE. Under
+    ``fit`` they are not announced (fit holds them already); anywhere else
+    (``SVI``, ``Predictive``, a user's own loop) each program call registers
+    them under a name unique to the instance, so two models never share
+    parameters in the global param store.
+    """
+    if _FIT_OWNS.get():
+        return
+    name = module.__dict__.get("_pyro_dgm_name")
+    if name is None:
+        name = module.__dict__["_pyro_dgm_name"] = f"{type(module).__name__}_{next(_names)}"
+    pyro.module(name, module)
+
+
+def _key(name: str) -> str:
+    # nn.Module names may not contain "."; pyro.module's names ("decoder$$$fc.weight") do.
+    return name.replace(".", "/")
+
+
+class PyroParams(nn.Module):
+    """The param sites of a program that no owning module holds, as one module.
+
+    ``fit`` trains, moves, checkpoints and restores modules; this puts the
+    tensors of ``pyro.param`` and ``pyro.module`` sites (found as ``SVI`` finds
+    them, from a trace) under the same roof. A plain tensor in Pyro's param
+    store is turned into an ``nn.Parameter`` in place of it (its data shared),
+    as ``PyroModule`` itself does, so the store, the program and this module
+    keep holding the same tensor.
+    """
+
+    def __init__(self, names: list[str]):
+        super().__init__()
+        store = pyro.get_param_store()
+        self.names = list(names)
+        for name in self.names:
+            value = store._params[name]
+            if not isinstance(value, nn.Parameter):
+                value = nn.Parameter(value.detach(), requires_grad=True)
+                store._params[name] = value
+                store._param_to_name[value] = name
+            self.register_parameter(_key(name), value)
+
+    def extra_repr(self):
+        return ", ".join(self.names)
+
+
+def _param_sites(trace):
+    out = {}
+    for name, node in trace.nodes.items():
+        if node["type"] == "param":
+            unconstrained = getattr(node["value"], "unconstrained", None)
+            out[name] = unconstrained() if callable(unconstrained) else node["value"]
+    return out
+
+
+def program_modules(model, guide, x, args=()) -> list[nn.Module]:
+    """Every module to train for a model (and guide) run on a batch.
+
+    The modules that own the programs, plus one :class:`PyroParams` holding
+    the param sites of their traces that those modules do not (``pyro.param``
+    in a plain function, ``pyro.module`` of a module the program only calls).
+    Autoguides create their parameters on this first call.
+    """
+    found = {}
+    with torch.no_grad():
+        guide_trace = None
+        if guide is not None:
+            guide_trace = trace_program(guide, x, *args)
+            found.update(_param_sites(guide_trace))
+        if model is not None:
+            replayed = model if guide_trace is None else poutine.replay(model, trace=guide_trace)
+            found.update(_param_sites(trace_program(replayed, x, *args)))
+    owners = modules_of(model, guide)
+    owned = {id(p) for m in owners for p in m.parameters()}
+    loose = [name for name, t in found.items()
+             if id(t) not in owned and isinstance(t, torch.Tensor) and t.requires_grad]
+    return owners + ([PyroParams(loose)] if loose else [])
+
+
+# -- minibatches -----------------------------------------------------------------
+def data_plate(trace: poutine.Trace, site: str, batch_size: int):
+    """The name of the vectorized plate of size ``batch_size`` around the data site, or None."""
+    frames = [f for f in trace.nodes[site]["cond_indep_stack"] if f.vectorized and f.size == batch_size]
+    return frames[0].name if frames else None
+
+
+def global_latents(trace: poutine.Trace, plate: str | None) -> list[str]:
+    """The latent sites outside the data plate (all latents when there is no data plate)."""
+    return [n for n in latent_sites(trace)
+            if plate is None or all(f.name != plate for f in trace.nodes[n]["cond_indep_stack"])]
+
+
+class DataPlateScale(Messenger):
+    """Scale every sample site inside the plate ``plate`` by N / (that plate's size).
+
+    A minibatch of B examples from N then counts as the whole data set for
+    the sites inside the data plate (likelihood and local latents, in model
+    and guide), while global latents count once: the semantics of
+    ``pyro.plate("data", N, subsample_size=B)``, for programs that write
+    ``pyro.plate("data", len(x))``. A plate already of size N (a program that
+    subsamples itself) is left alone.
+    """
+
+    def __init__(self, plate: str, num_data: int):
+        super().__init__()
+        self.plate, self.num_data = plate, int(num_data)
+
+    def _process_message(self, msg):
+        if msg["type"] != "sample":
+            return
+        for frame in msg["cond_indep_stack"]:
+            if frame.name == self.plate:
+                if frame.size != self.num_data:
+                    msg["scale"] = msg["scale"] * (self.num_data / frame.size)
+                return
