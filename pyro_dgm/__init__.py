@@ -9,8 +9,9 @@ from . import data, distributions, inference, metrics, models, partition
 from .fit import FitResult, FitState, NonFiniteLossError, fit
 from .evaluation import evaluate
 from .arviz import to_arviz
+from .arviz import compare
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "evaluate", "to_arviz", "FitResult", "FitState", "NonFiniteLossError",
+__all__ = ["fit", "evaluate", "to_arviz", "compare", "FitResult", "FitState", "NonFiniteLossError",
            "data", "distributions", "inference", "metrics", "models", "partition", "__version__"]

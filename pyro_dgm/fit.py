@@ -302,7 +302,7 @@ def _minibatch_plate(trace, model, guide, x, args, site, num_data):
         return None
     plate = data_plate(trace, site, b)
     if plate is None:
-        if any(f.vectorized and f.size == num_data for f in trace.nodes[site]["cond_indep_stack"]):
+        if any(f.vectorized and f.full_size == num_data for f in trace.nodes[site]["cond_indep_stack"]):
             return None  # the program subsamples its own plate of size N: Pyro scales it
         if global_latents(trace, None):
             raise ValueError(
@@ -320,7 +320,7 @@ def _refuse_per_example_guide(guide, x, args, plate, num_data):
 
     guide_trace = trace_program(guide, x, *args)
     local = [n for n, node in guide_trace.nodes.items() if node["type"] == "param"
-             and any(f.name == plate and f.size == x.shape[0] for f in node["cond_indep_stack"])]
+             and any(f.name == plate and f.full_size in (None, f.size) for f in node["cond_indep_stack"])]
     if isinstance(guide, AutoContinuous):
         proto = guide.prototype_trace
         if any(f.name == plate for n in proto.nodes if proto.nodes[n]["type"] == "sample"

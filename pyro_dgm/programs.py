@@ -320,9 +320,15 @@ def program_modules(model, guide, x, args=()) -> list[nn.Module]:
 
 
 # -- minibatches -----------------------------------------------------------------
+def _subsampled(frame) -> bool:
+    """A plate the program subsamples itself (``pyro.plate(name, N, subsample=idx)``): Pyro scales it."""
+    return frame.full_size is not None and frame.full_size != frame.size
+
+
 def data_plate(trace: poutine.Trace, site: str, batch_size: int):
-    """The name of the vectorized plate of size ``batch_size`` around the data site, or None."""
-    frames = [f for f in trace.nodes[site]["cond_indep_stack"] if f.vectorized and f.size == batch_size]
+    """The name of the vectorized, not subsampled plate of size ``batch_size`` around the data site, or None."""
+    frames = [f for f in trace.nodes[site]["cond_indep_stack"]
+              if f.vectorized and f.size == batch_size and not _subsampled(f)]
     return frames[0].name if frames else None
 
 
@@ -339,8 +345,8 @@ class DataPlateScale(Messenger):
     the sites inside the data plate (likelihood and local latents, in model
     and guide), while global latents count once: the semantics of
     ``pyro.plate("data", N, subsample_size=B)``, for programs that write
-    ``pyro.plate("data", len(x))``. A plate already of size N (a program that
-    subsamples itself) is left alone.
+    ``pyro.plate("data", len(x))``. A plate the program subsamples itself
+    (``pyro.plate("data", N, subsample=idx)``) is left alone: Pyro scales it.
     """
 
     def __init__(self, plate: str, num_data: int):
@@ -352,6 +358,6 @@ class DataPlateScale(Messenger):
             return
         for frame in msg["cond_indep_stack"]:
             if frame.name == self.plate:
-                if frame.size != self.num_data:
+                if frame.size != self.num_data and not _subsampled(frame):
                     msg["scale"] = msg["scale"] * (self.num_data / frame.size)
                 return

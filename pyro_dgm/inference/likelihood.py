@@ -188,10 +188,10 @@ class PyroELBO(Objective):
         scale = 1.0 / self.examples(batch)
         model, guide = poutine.scale(self.model, scale), poutine.scale(self.guide, scale)
         with self.scaled():
-            if not self.backward_inside:
-                return self.elbo.differentiable_loss(model, guide, batch, *self.args)
             if not torch.is_grad_enabled():  # fit's first, checking pass and validation losses
                 return torch.as_tensor(self.elbo.loss(model, guide, batch, *self.args))
+            if not self.backward_inside:
+                return self.elbo.differentiable_loss(model, guide, batch, *self.args)
             return torch.as_tensor(self.elbo.loss_and_grads(model, guide, batch, *self.args))
 
     def __repr__(self):
