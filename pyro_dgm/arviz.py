@@ -32,10 +32,11 @@ import xarray as xr
 from pyro import poutine
 
 from .distributions import UnnormalizedDistribution
-from .evaluation import _refuse_unscorable, eval_mode, per_example_log_prob, pointwise_log_likelihood
+from .evaluation import _in_plate, _refuse_unscorable, eval_mode, per_example_log_prob, pointwise_log_likelihood
 from .fit import _validation, on_device
+from .inference.checks import count
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
-                       resolve_site, sample_program, sample_sites, split_batch, trace_program)
+                       resolve_site, sample_program, split_batch, trace_program)
 
 __all__ = ["to_arviz", "compare", "held_out_log_likelihood", "elpd_data", "from_groups", "chains_to_arviz",
            "ARVIZ_MAJOR"]
@@ -133,13 +134,20 @@ def _elpd_dataclass(values, elpd, se, n_samples):
 
 
 def _compare_table(elpds: dict, method: str = "stacking"):
-    """``az.compare`` over ELPD objects, unrounded, with arviz 1.x's column names on 0.x too."""
+    """``az.compare`` over ELPD objects, unrounded, the same columns and signs on every arviz version.
+
+    arviz 0.x names the columns after the criterion (``elpd_loo``, ``p_loo``),
+    1.x does not (``elpd``, ``p``); ``elpd_diff`` is best minus this model on
+    0.x and 1.0, this minus best from 1.3. Here: ``elpd``, ``p`` and
+    ``elpd_diff = elpd - max(elpd)`` (<= 0) everywhere.
+    """
     if ARVIZ_MAJOR >= 1:
         table = az.compare(elpds, method=method, round_to="none")
     else:
         table = az.compare(elpds, method=method)
-    # arviz 0.x names the columns after the criterion (elpd_loo, p_loo); 1.x does not (elpd, p).
-    return table.rename(columns={"elpd_loo": "elpd", "p_loo": "p"})
+    table = table.rename(columns={"elpd_loo": "elpd", "p_loo": "p"})
+    table["elpd_diff"] = table["elpd"] - table["elpd"].max()
+    return table
 
 
 # -- running the programs -------------------------------------------------------
@@ -157,10 +165,6 @@ def _repeat(t, k):
     if isinstance(t, torch.Tensor) and t.dim() > 0:
         return t.repeat(k, *([1] * (t.dim() - 1)))
     return t
-
-
-def _in_plate(trace, plate):
-    return [n for n in sample_sites(trace) if any(f.name == plate for f in trace.nodes[n]["cond_indep_stack"])]
 
 
 def _check_scorable(fn, log_normalizer):
@@ -278,6 +282,8 @@ def to_arviz(model, guide=None, data=None, num_samples: int = 100, *, num_partic
     """
     if data is None:
         raise ValueError("data: expected a non-empty tensor (N, *event_shape), got None")
+    count("num_samples", num_samples)
+    count("num_particles", num_particles)
     x, args = _batch(data, device_of(model))
     if seed is not None:
         torch.manual_seed(seed)
@@ -344,6 +350,8 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
         >>> held_out_log_likelihood(FactorizedBernoulli(3).model, torch.zeros(2, 3)).round(4)  # 3 log 1/2
         array([-2.0794, -2.0794])
     """
+    count("num_particles", num_particles)
+    count("batch_size", batch_size)
     x, args = _batch(data, device_of(model))
     out = []
     with torch.no_grad(), _validation(False), eval_mode(modules_of(model, guide)):
@@ -365,9 +373,10 @@ def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 5
     ``{name: log Z}`` for EBMs), turned into ArviZ's ELPD object by
     :func:`elpd_data`; the table is ``az.compare``'s (``method`` sets the
     weights), one row per model, best first, with the columns ``elpd``
-    (the sum over examples), ``se``, ``elpd_diff``, ``dse`` (standard error
-    of the paired difference to the best model), ``weight``, and ``p`` (nan:
-    no effective number of parameters is estimated) among ArviZ's others.
+    (the sum over examples), ``se``, ``elpd_diff`` (``elpd`` minus the best
+    model's, <= 0, whatever sign the installed ArviZ uses), ``dse`` (standard
+    error of the paired difference to the best model), ``weight``, and ``p``
+    (nan: no effective number of parameters is estimated) among ArviZ's others.
 
     Example::
 

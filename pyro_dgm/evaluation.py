@@ -86,7 +86,7 @@ def _global_log_weights(model, guide, x, num_particles, plate, args=()):
 def pointwise_log_likelihood(model, x, guide=None, num_particles: int = 1, args=(), site=None) -> torch.Tensor:
     """Per-example held-out ``log p(x_i)`` estimates, shape (batch,) (see :func:`evaluate`)."""
     trace = trace_program(model, x, *args)
-    site = resolve_site(trace, x, site)
+    site = resolve_site(trace, x, site, args)
     _refuse_unscorable(trace.nodes[site]["fn"])
     if guide is None:
         latent = latent_sites(trace)
@@ -162,12 +162,12 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
       the same draw), the guide standing for the posterior of theta.
 
     ``num_levels=L`` (data dequantized from L levels into [0, 1)) adds
-    ``discrete_bits_per_dim``, the bits per dimension of the discrete data.
+    ``bits_per_dim_discrete``, the bits per dimension of the discrete data.
     Batches that are tuples ``(x, y, ...)`` call ``model(x, y, ...)``.
 
     Returns a dict: ``nll`` (nats per example), ``nll_stderr`` (standard error
     over examples), ``bits_per_dim``, ``num_examples``, ``num_particles``
-    (and ``discrete_bits_per_dim``).
+    (and ``bits_per_dim_discrete``).
 
     Example::
 
@@ -202,5 +202,5 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     out = {"nll": mean, "nll_stderr": stderr, "bits_per_dim": to_bits_per_dim(mean, dims),
            "num_examples": nll.numel(), "num_particles": num_particles}
     if num_levels is not None:
-        out["discrete_bits_per_dim"] = out["bits_per_dim"] + math.log2(num_levels)
+        out["bits_per_dim_discrete"] = out["bits_per_dim"] + math.log2(num_levels)
     return out

@@ -276,7 +276,7 @@ def _prepare(objective, model, guide, x, args, site, num_data):
     from .inference import Adversarial
 
     trace = _trace_checked(model, x, args)
-    site = resolve_site(trace, x, site) if not isinstance(objective, Adversarial) else (site or "x")
+    site = resolve_site(trace, x, site, args) if not isinstance(objective, Adversarial) else (site or "x")
     if objective is None:
         objective = _default_objective(trace.nodes[site]["fn"], guide)
     objective.site, objective.args, objective.num_data = site, args, num_data

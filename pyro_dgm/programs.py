@@ -94,13 +94,14 @@ def _same_data(value, x) -> bool:
     return bool(torch.equal(value.reshape(-1).to(x.dtype), x.reshape(-1)))
 
 
-def resolve_site(trace: poutine.Trace, x: torch.Tensor, site: str | None = None) -> str:
-    """The name of the data site of a program traced on ``x``.
+def resolve_site(trace: poutine.Trace, x: torch.Tensor, site: str | None = None, args=()) -> str:
+    """The name of the data site of a program traced on ``x`` (and the further batch items ``args``).
 
     ``site`` if given (it must be observed); else ``"x"`` if the program
     observes such a site; else the one observed site whose value is the batch
-    (``obs=x`` or ``obs=x.reshape(...)``). Several or none: a ValueError that
-    names the candidates.
+    (``obs=x`` or ``obs=x.reshape(...)``), or failing that the one that
+    observes a further item (``model(x, y)`` with ``obs=y``, as a regression
+    writes it). Several or none: a ValueError that names the candidates.
     """
     observed = observed_sites(trace)
     if site is not None:
@@ -112,6 +113,9 @@ def resolve_site(trace: poutine.Trace, x: torch.Tensor, site: str | None = None)
     if "x" in observed:
         return "x"
     matches = [n for n in observed if _same_data(trace.nodes[n]["value"], x)]
+    if not matches:
+        matches = [n for n in observed if any(isinstance(a, torch.Tensor) and _same_data(trace.nodes[n]["value"], a)
+                                               for a in args)]
     if len(matches) == 1:
         return matches[0]
     if not matches:

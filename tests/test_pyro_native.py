@@ -511,7 +511,7 @@ def test_site_is_found_named_or_refused_when_ambiguous():
     r = pyro_dgm.fit(model, None, TensorDataset(x, x.clone()), epochs=100, batch_size=40, lr=0.05, site="a",
                      progress=False)
     assert r.objective.site == "a"
-    assert float(pyro.param("p")) == pytest.approx(float(x.mean()), abs=0.03)
+    assert pyro.param("p").item() == pytest.approx(float(x.mean()), abs=0.03)
     with pytest.raises(ValueError, match="no sample site 'c'"):
         pyro_dgm.fit(model, None, TensorDataset(x, x.clone()), steps=1, site="c", progress=False)
 
@@ -580,4 +580,34 @@ def test_evaluate_in_eval_mode_and_discrete_bits():
     assert a == b and made.training  # the ensemble in eval mode, every time; the mode restored
     flow = RealNVP(4, num_couplings=2, hidden=(8,))
     res = pyro_dgm.evaluate(flow.model, torch.rand(10, 4), num_levels=256)
-    assert res["discrete_bits_per_dim"] == pytest.approx(res["bits_per_dim"] + 8.0)
+    assert res["bits_per_dim_discrete"] == pytest.approx(res["bits_per_dim"] + 8.0)
+
+
+def test_pyro_module_with_pyro_sample_and_pyro_param_regression_on_minibatches():
+    """Pyro's Bayesian regression tutorial: PyroSample weights, a PyroParam noise scale, model(x, y) with obs=y."""
+    from pyro.nn import PyroModule, PyroParam, PyroSample
+
+    class BayesianRegression(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.linear = PyroModule[nn.Linear](3, 1)
+            self.linear.weight = PyroSample(dist.Normal(0.0, 10.0).expand([1, 3]).to_event(2))
+            self.linear.bias = PyroSample(dist.Normal(0.0, 10.0).expand([1]).to_event(1))
+            self.sigma = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
+
+        def forward(self, x, y=None):
+            mean = self.linear(x).squeeze(-1)
+            with pyro.plate("data", x.shape[0]):
+                return pyro.sample("obs", dist.Normal(mean, self.sigma), obs=y)
+
+    torch.manual_seed(0)
+    x = torch.randn(500, 3)
+    w, b = torch.tensor([1.0, -2.0, 0.5]), 0.3
+    y = x @ w + b + 0.5 * torch.randn(500)
+    model = BayesianRegression()
+    guide = autoguide.AutoNormal(model)
+    r = pyro_dgm.fit(model, guide, TensorDataset(x, y), epochs=30, batch_size=50, lr=0.03, seed=0, progress=False)
+    assert r.objective.site == "obs" and r.objective.plate == "data"
+    assert model.sigma.item() == pytest.approx(0.5, rel=0.1)
+    post = Predictive(model, guide=guide, num_samples=300, return_sites=["linear.weight"])(x)["linear.weight"]
+    assert torch.allclose(post.mean(0).squeeze(), w, atol=0.06)

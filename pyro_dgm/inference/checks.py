@@ -90,7 +90,7 @@ def check_program_on_batch(model, batch: torch.Tensor, site: str = "x", args=())
     trace = trace_on_batch(model, batch, args)
     node = data_site(trace, site)
     value = node["value"]
-    if value.numel() != batch.numel():
+    if value.dim() == 0 or value.shape[0] != batch.shape[0]:
         raise ValueError(
             f"data: batch of shape {tuple(batch.shape)} does not match the shape "
             f"{tuple(value.shape)} of the model's site {site!r}"
