@@ -7,35 +7,36 @@ import math
 
 import torch
 
-from .fit import _validation
+from .evaluation import eval_mode
+from .fit import _validation, on_device
+from .programs import split_batch
 from .inference.checks import count
 
 __all__ = ["EarlyStopping", "validation_loss"]
 
 
-def validation_loss(objective, data: torch.Tensor, batch_size: int = 500, group: str | None = None) -> float:
+def validation_loss(objective, data, batch_size: int = 500, group: str | None = None) -> float:
     """The objective's loss on ``data`` (no gradients, modules in eval mode), averaged over examples.
 
-    Eval mode matters: a MADE then scores its ensemble of orderings, batch
-    norm uses its running statistics.
+    ``data`` is a tensor or a tuple ``(x, y, ...)`` of tensors, as fit's
+    batches are. Eval mode matters: a MADE then scores its ensemble of
+    orderings, batch norm uses its running statistics.
     """
     group = group or next(iter(objective.param_groups()))
-    modules = objective.param_groups()[group]
-    was_training = [m.training for m in modules]
-    total, n = 0.0, 0
+    x_all, rest = split_batch(data)
+    total, n, saved_args = 0.0, 0, objective.args
     try:
-        for m in modules:
-            m.eval()
-        with torch.no_grad(), _validation(False):
-            for i in range(0, data.shape[0], batch_size):
-                x = data[i:i + batch_size]
+        with torch.no_grad(), _validation(False), eval_mode(objective.param_groups()[group]):
+            for i in range(0, x_all.shape[0], batch_size):
+                x = x_all[i:i + batch_size]
+                objective.args = tuple(a[i:i + batch_size] if isinstance(a, torch.Tensor) and a.dim() else a
+                                       for a in rest)
                 out = objective.loss(group, x)
                 value = sum(out.values()) if isinstance(out, dict) else out
                 total += float(value) * x.shape[0]
                 n += x.shape[0]
     finally:
-        for m, mode in zip(modules, was_training):
-            m.train(mode)
+        objective.args = saved_args
     return total / n
 
 
@@ -69,7 +70,7 @@ class EarlyStopping:
         self.best, self.history, self.bad_epochs, self._best_state = math.inf, [], 0, None
 
     def on_epoch_end(self, state) -> None:
-        value = validation_loss(state.objective, self.data.to(state.device), self.batch_size)
+        value = validation_loss(state.objective, on_device(self.data, state.device), self.batch_size)
         self.history.append(value)
         if value < self.best - self.min_delta:
             self.best, self.bad_epochs = value, 0

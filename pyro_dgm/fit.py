@@ -319,7 +319,10 @@ def _refuse_per_example_guide(guide, x, args, plate, num_data):
     from pyro.infer.autoguide import AutoContinuous
 
     guide_trace = trace_program(guide, x, *args)
+    # A param with an event_dim inside the plate has one row per example (Pyro indexes such params when
+    # a plate subsamples); pyro.module's parameters carry no event_dim and are shared.
     local = [n for n, node in guide_trace.nodes.items() if node["type"] == "param"
+             and node["kwargs"].get("event_dim") is not None
              and any(f.name == plate and f.full_size in (None, f.size) for f in node["cond_indep_stack"])]
     if isinstance(guide, AutoContinuous):
         proto = guide.prototype_trace

@@ -248,13 +248,21 @@ def announce(module: nn.Module) -> None:
     ``fit`` they are not announced (fit holds them already); anywhere else
     (``SVI``, ``Predictive``, a user's own loop) each program call registers
     them under a name unique to the instance, so two models never share
-    parameters in the global param store.
+    parameters in the global param store. A program that registers the model
+    itself (``pyro.module("vae", vae)``, as Pyro's tutorials do) keeps its own
+    name: registering the same tensors twice would break ``JitTrace_ELBO``.
     """
     if _FIT_OWNS.get():
         return
     name = module.__dict__.get("_pyro_dgm_name")
     if name is None:
         name = module.__dict__["_pyro_dgm_name"] = f"{type(module).__name__}_{next(_names)}"
+    first = next(module.parameters(), None)
+    if first is None:
+        return
+    known = pyro.get_param_store().param_name(first)
+    if known is not None and not known.startswith(name + "$$$"):
+        return
     pyro.module(name, module)
 
 

@@ -20,6 +20,7 @@ from torch.distributions import constraints
 from torch.utils.data import TensorDataset
 
 import pyro_dgm
+from pyro_dgm.callbacks import EarlyStopping
 from pyro_dgm.data import load_digits
 from pyro_dgm.inference import ELBO, Adversarial, MaximumLikelihood, PyroELBO
 from pyro_dgm.models import MLPCritic, VAE, FactorizedBernoulli, RealNVP
@@ -315,7 +316,7 @@ def test_per_example_autoguide_is_refused_on_minibatches():
             pyro.sample("obs", dist.Normal(z, 1.0), obs=x)
 
     x = torch.randn(100)
-    for m in (model_with_global,):
+    for m in (model, model_with_global):
         for make in (autoguide.AutoNormal, autoguide.AutoDiagonalNormal):
             pyro.clear_param_store()
             with pytest.raises(ValueError, match="per-example parameters.*subsample"):
@@ -606,8 +607,29 @@ def test_pyro_module_with_pyro_sample_and_pyro_param_regression_on_minibatches()
     y = x @ w + b + 0.5 * torch.randn(500)
     model = BayesianRegression()
     guide = autoguide.AutoNormal(model)
-    r = pyro_dgm.fit(model, guide, TensorDataset(x, y), epochs=30, batch_size=50, lr=0.03, seed=0, progress=False)
+    stop = EarlyStopping((x[:100], y[:100]), patience=100)  # validation batches are (x, y) too
+    r = pyro_dgm.fit(model, guide, TensorDataset(x, y), epochs=30, batch_size=50, lr=0.03, seed=0, progress=False,
+                     callbacks=[stop])
     assert r.objective.site == "obs" and r.objective.plate == "data"
+    assert len(stop.history) == 30 and stop.history[-1] < stop.history[0]
     assert model.sigma.item() == pytest.approx(0.5, rel=0.1)
     post = Predictive(model, guide=guide, num_samples=300, return_sites=["linear.weight"])(x)["linear.weight"]
     assert torch.allclose(post.mean(0).squeeze(), w, atol=0.06)
+
+
+def test_jit_svi_on_a_library_model_registered_by_the_user_too():
+    """pyro.module("vae", vae) around the library's programs: one name per tensor, so JitTrace_ELBO traces."""
+    vae = VAE(16, latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.rand(8, 16))
+
+    def model(x):
+        pyro.module("vae", vae)
+        return vae.model(x)
+
+    def guide(x):
+        pyro.module("vae", vae)
+        return vae.guide(x)
+
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), pyro.infer.JitTrace_ELBO())
+    assert math.isfinite(svi.step(x))
+    assert all(k.startswith("vae$$$") for k in pyro.get_param_store().keys())
