@@ -23,10 +23,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .inference.checks import count
+from .inference.checks import count, trace_on_batch
 from .inference.objective import Objective
-from .programs import (data_plate, fit_owns_parameters, global_latents, modules_of, resolve_site, split_batch,
-                       trace_program)
+from .programs import fit_owns_parameters, minibatch_plate, modules_of, resolve_site, split_batch
 
 __all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
 
@@ -275,67 +274,14 @@ def _prepare(objective, model, guide, x, args, site, num_data):
     """Resolve the data site, the default objective and the data plate, then set the objective up."""
     from .inference import Adversarial
 
-    trace = _trace_checked(model, x, args)
+    trace = trace_on_batch(model, x, args)
     site = resolve_site(trace, x, site, args) if not isinstance(objective, Adversarial) else (site or "x")
     if objective is None:
         objective = _default_objective(trace.nodes[site]["fn"], guide)
     objective.site, objective.args, objective.num_data = site, args, num_data
     objective.setup(model, guide, x)
-    objective.plate = _minibatch_plate(trace, model, guide, x, args, site, num_data)
+    objective.plate = minibatch_plate(trace, guide, x, args, site, num_data)
     return objective
-
-
-def _trace_checked(model, x, args):
-    from .inference.checks import trace_on_batch
-
-    return trace_on_batch(model, x, args)
-
-
-def _minibatch_plate(trace, model, guide, x, args, site, num_data):
-    """The data plate to scale by N/B, when minibatches change the answer (global latents); else None.
-
-    A model whose latents are all inside the data plate (a VAE) gives the same
-    per-example loss either way, so it is left unscaled (and as fast as before).
-    """
-    b = x.shape[0]
-    if num_data is None or b >= num_data or not trace.nodes[site]["is_observed"]:
-        return None
-    plate = data_plate(trace, site, b)
-    if plate is None:
-        if any(f.vectorized and f.full_size == num_data for f in trace.nodes[site]["cond_indep_stack"]):
-            return None  # the program subsamples its own plate of size N: Pyro scales it
-        if global_latents(trace, None):
-            raise ValueError(
-                f"data: minibatches of {b} from {num_data} examples need the data site {site!r} inside "
-                "pyro.plate(name, len(x)), so that the likelihood can count N/B times against the latents "
-                f"{global_latents(trace, None)}; add the plate, or train on the full batch (batch_size={num_data})")
-        return None
-    if guide is not None:
-        _refuse_per_example_guide(guide, x, args, plate, num_data)
-    return plate if global_latents(trace, plate) else None
-
-
-def _refuse_per_example_guide(guide, x, args, plate, num_data):
-    from pyro.infer.autoguide import AutoContinuous
-
-    guide_trace = trace_program(guide, x, *args)
-    # A param with an event_dim inside the plate has one row per example (Pyro indexes such params when
-    # a plate subsamples); pyro.module's parameters carry no event_dim and are shared.
-    local = [n for n, node in guide_trace.nodes.items() if node["type"] == "param"
-             and node["kwargs"].get("event_dim") is not None
-             and any(f.name == plate and f.full_size in (None, f.size) for f in node["cond_indep_stack"])]
-    if isinstance(guide, AutoContinuous):
-        proto = guide.prototype_trace
-        if any(f.name == plate for n in proto.nodes if proto.nodes[n]["type"] == "sample"
-               and not proto.nodes[n]["is_observed"] for f in proto.nodes[n]["cond_indep_stack"]):
-            local.append(f"{type(guide).__name__} (one joint vector over the latents of plate {plate!r})")
-    if local:
-        raise ValueError(
-            f"guide: has per-example parameters {local} inside plate {plate!r}, but fit trains on minibatches of "
-            f"{x.shape[0]} from {num_data} shuffled examples, so each row of them would be fitted to whichever "
-            f"examples land there. Use an amortized guide (an encoder q(z|x)), train on the full batch "
-            f"(batch_size={num_data}), or subsample the plate yourself: pyro.plate({plate!r}, {num_data}, "
-            "subsample=idx) with the indices as a second batch item (data=TensorDataset(x, torch.arange(N))).")
 
 
 def _make_optimizer(optimizer, params, lr, kwargs):

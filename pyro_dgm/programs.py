@@ -22,6 +22,7 @@ Pyro's tutorials write one works unchanged:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -30,6 +31,7 @@ import itertools
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer.autoguide import AutoContinuous
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
@@ -38,7 +40,7 @@ from torch import nn
 __all__ = ["call", "trace_program", "sample_sites", "latent_sites", "observed_sites", "data_site",
            "resolve_site", "accepts_num_samples", "sample_program", "predictive_trace", "uncondition_site",
            "module_of", "modules_of", "program_modules", "PyroParams", "announce", "fit_owns_parameters",
-           "DataPlateScale", "data_plate", "global_latents", "split_batch", "device_of"]
+           "DataPlateScale", "data_plate", "global_latents", "minibatch_plate", "split_batch", "device_of"]
 
 
 # -- calling a program ---------------------------------------------------------
@@ -172,7 +174,7 @@ def _template_args(args, n):
 
 
 def sample_program(model, num_samples: int, site: str = "x", *, like: torch.Tensor | None = None,
-                   args=(), trace: bool = False):
+                   args=(), trace: bool = False, grad: bool = False):
     """``num_samples`` draws of the data site, by running the program forward.
 
     A program that accepts ``num_samples=`` is called ``model(None, *args,
@@ -180,8 +182,15 @@ def sample_program(model, num_samples: int, site: str = "x", *, like: torch.Tens
     run on ``like`` (a batch of data, its rows repeated to n) with the data site
     unconditioned, so its plates get their sizes from the data as in training;
     without ``like`` it is called ``model(None, *args)``. Returns the values,
-    or the whole trace with ``trace=True``.
+    or the whole trace with ``trace=True``; without gradients unless
+    ``grad=True`` (a GAN's generator step needs them).
     """
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        tr = _sample_trace(model, num_samples, site, like, args)
+    return tr if trace else data_site(tr, site)["value"]
+
+
+def _sample_trace(model, num_samples, site, like, args):
     if accepts_num_samples(model):
         tr = trace_program(model, None, *args, num_samples=num_samples)
     elif like is not None:
@@ -189,7 +198,7 @@ def sample_program(model, num_samples: int, site: str = "x", *, like: torch.Tens
                            *_template_args(args, num_samples))
     else:
         tr = trace_program(model, None, *args)
-    return tr if trace else data_site(tr, site)["value"]
+    return tr
 
 
 def predictive_trace(model, guide_trace, x, args=(), site: str = "x") -> poutine.Trace:
@@ -373,3 +382,54 @@ class DataPlateScale(Messenger):
                 if frame.size != self.num_data and not _subsampled(frame):
                     msg["scale"] = msg["scale"] * (self.num_data / frame.size)
                 return
+
+
+def minibatch_plate(trace, guide, x, args, site: str, num_data) -> str | None:
+    """The data plate to scale by N/B (:class:`DataPlateScale`) when minibatches change the answer; else None.
+
+    ``trace`` is the model's on the first batch ``x``; ``num_data`` is N.
+    Minibatches change the answer when the model has latents outside the data
+    plate (global latents). A guide with per-example parameters is refused on
+    minibatches (it would be silently wrong), as is a model with global
+    latents whose data site is in no plate.
+
+    A model whose latents are all inside the data plate (a VAE) gives the same
+    per-example loss either way, so it is left unscaled (and as fast as before).
+    """
+    b = x.shape[0]
+    if num_data is None or b >= num_data or not trace.nodes[site]["is_observed"]:
+        return None
+    plate = data_plate(trace, site, b)
+    if plate is None:
+        if any(f.vectorized and f.full_size == num_data for f in trace.nodes[site]["cond_indep_stack"]):
+            return None  # the program subsamples its own plate of size N: Pyro scales it
+        if global_latents(trace, None):
+            raise ValueError(
+                f"data: minibatches of {b} from {num_data} examples need the data site {site!r} inside "
+                "pyro.plate(name, len(x)), so that the likelihood can count N/B times against the latents "
+                f"{global_latents(trace, None)}; add the plate, or train on the full batch (batch_size={num_data})")
+        return None
+    if guide is not None:
+        _refuse_per_example_guide(guide, x, args, plate, num_data)
+    return plate if global_latents(trace, plate) else None
+
+
+def _refuse_per_example_guide(guide, x, args, plate, num_data):
+    guide_trace = trace_program(guide, x, *args)
+    # A param with an event_dim inside the plate has one row per example (Pyro indexes such params when
+    # a plate subsamples); pyro.module's parameters carry no event_dim and are shared.
+    local = [n for n, node in guide_trace.nodes.items() if node["type"] == "param"
+             and node["kwargs"].get("event_dim") is not None
+             and any(f.name == plate and f.full_size in (None, f.size) for f in node["cond_indep_stack"])]
+    if isinstance(guide, AutoContinuous):
+        proto = guide.prototype_trace
+        if any(f.name == plate for n in proto.nodes if proto.nodes[n]["type"] == "sample"
+               and not proto.nodes[n]["is_observed"] for f in proto.nodes[n]["cond_indep_stack"]):
+            local.append(f"{type(guide).__name__} (one joint vector over the latents of plate {plate!r})")
+    if local:
+        raise ValueError(
+            f"guide: has per-example parameters {local} inside plate {plate!r}, but fit trains on minibatches of "
+            f"{x.shape[0]} from {num_data} shuffled examples, so each row of them would be fitted to whichever "
+            f"examples land there. Use an amortized guide (an encoder q(z|x)), train on the full batch "
+            f"(batch_size={num_data}), or subsample the plate yourself: pyro.plate({plate!r}, {num_data}, "
+            "subsample=idx) with the indices as a second batch item (data=TensorDataset(x, torch.arange(N))).")

@@ -359,7 +359,7 @@ class FlowContrastiveEstimation(NoiseContrastiveEstimation):
     def _contrast(self, batch):
         """``(log q(x), y, log q(y))`` with y ~ q, the flow (mixed with the Gaussian if asked)."""
         n, w = batch.shape[0], self.gaussian_weight
-        site = data_site(sample_program(self._flow_program, n, like=batch, trace=True))
+        site = data_site(sample_program(self._flow_program, n, like=batch, trace=True, grad=True))
         q, y = site["fn"], site["value"]
         if w == 0.0:
             return q.log_prob(batch), y, q.log_prob(y)

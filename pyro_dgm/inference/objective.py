@@ -87,7 +87,7 @@ class Objective:
 
     def sample(self, program, n, like=None):
         """``n`` draws of the data site of ``program`` (see :func:`pyro_dgm.programs.sample_program`)."""
-        return sample_program(program, n, self.site, like=like, args=self.args)
+        return sample_program(program, n, self.site, like=like, args=self.args, grad=True)
 
     def scaled(self):
         """A context in which the data plate counts N/B times (nothing when no scaling is needed)."""
