@@ -75,21 +75,7 @@ def flow_module():
 
 
 def iaf_vae(x, x_test):
-    enc, dec, iaf = T_.Encoder(4, 64), T_.Decoder(4, 64), T.affine_autoregressive(4, hidden_dims=[16])
-
-    def model(x):
-        pyro.module("decoder", dec)
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 4), 1.0).to_event(1))
-            pyro.sample("obs", dist.Bernoulli(dec(z), validate_args=False).to_event(1), obs=x)
-
-    def guide(x):
-        pyro.module("encoder", enc)
-        pyro.module("iaf", iaf)
-        with pyro.plate("data", len(x)):
-            loc, scale = enc(x)
-            pyro.sample("z", dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1), [iaf]))
-
+    model, guide, _ = T_.iaf_vae()
     r = pyro_dgm.fit(model, guide, x, epochs=30, batch_size=64, seed=0, progress=False)
     nll = pyro_dgm.evaluate(model, x_test, guide=guide, num_particles=100)["nll"]
     n = sum(p.numel() for m in r.modules for p in m.parameters())
@@ -97,37 +83,20 @@ def iaf_vae(x, x_test):
 
 
 def hierarchical():
-    groups, n = 4, 400
-    g = torch.arange(n) % groups
-    x = torch.tensor([-2.0, 0.0, 1.0, 3.0])[g] + torch.randn(n)
-
-    def model(x, g):
-        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-        tau = pyro.sample("tau", dist.HalfNormal(5.0))
-        with pyro.plate("groups", groups):
-            theta = pyro.sample("theta", dist.Normal(mu, tau))
-        with pyro.plate("data", len(x)):
-            pyro.sample("obs", dist.Normal(theta[g], 1.0), obs=x)
-
+    x, g = T_.hierarchical_data()
+    model = T_.hierarchical_model
     guide = autoguide.AutoNormal(model)
     pyro_dgm.fit(model, guide, TensorDataset(x, g), epochs=20, batch_size=40, lr=0.05, seed=0, progress=False)
     post = pyro.infer.Predictive(model, guide=guide, num_samples=400, return_sites=["theta"])(x, g)["theta"]
     means = [f"{v:.2f}" for v in post.mean(0).squeeze().tolist()]
     stds = [f"{v:.3f}" for v in post.std(0).squeeze().tolist()]
-    truth = [f"{x[g == k].mean():.2f}" for k in range(groups)]
+    truth = [f"{x[g == k].mean():.2f}" for k in range(T_.GROUPS)]
     return f"theta {means} (group means {truth}), std {stds} (exact about 0.100)"
 
 
 def plain_gan():
     x = torch.randn(512, 2) * 0.3 + torch.tensor([2.0, -1.0])
-    net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
-
-    def generator(x):
-        pyro.module("generator", net)
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 4), 1.0).to_event(1))
-            pyro.sample("x", dist.Delta(net(z), event_dim=1), obs=x)
-
+    generator = T_.plain_generator()
     before = sample_program(generator, 500, like=x).mean(0)
     pyro_dgm.fit(generator, None, x, objective=Adversarial(MLPCritic(2, hidden=(32,))), epochs=40, batch_size=64,
                  lr=2e-3, seed=0, progress=False)

@@ -192,13 +192,11 @@ def sample_program(model, num_samples: int, site: str = "x", *, like: torch.Tens
 
 def _sample_trace(model, num_samples, site, like, args):
     if accepts_num_samples(model):
-        tr = trace_program(model, None, *args, num_samples=num_samples)
-    elif like is not None:
-        tr = trace_program(uncondition_site(site)(model), _template(like, num_samples),
-                           *_template_args(args, num_samples))
-    else:
-        tr = trace_program(model, None, *args)
-    return tr
+        return trace_program(model, None, *args, num_samples=num_samples)
+    if like is not None:
+        return trace_program(uncondition_site(site)(model), _template(like, num_samples),
+                             *_template_args(args, num_samples))
+    return trace_program(model, None, *args)
 
 
 def predictive_trace(model, guide_trace, x, args=(), site: str = "x") -> poutine.Trace:

@@ -160,15 +160,15 @@ def test_pyro_transform_flow_as_module_resumes(tmp_path):
 
 
 # -- an IAF guide for a VAE, from Pyro's transforms ------------------------------------------
-def test_vae_with_pyro_iaf_guide(digits):
-    torch.manual_seed(0)
-    enc, dec = Encoder(4, 64), Decoder(4, 64)
-    iaf = T.affine_autoregressive(4, hidden_dims=[16])
+def iaf_vae(z_dim=4):
+    """A VAE whose guide is an encoder followed by one of Pyro's IAF transforms: (model, guide, networks)."""
+    enc, dec = Encoder(z_dim, 64), Decoder(z_dim, 64)
+    iaf = T.affine_autoregressive(z_dim, hidden_dims=[16])
 
     def model(x):
         pyro.module("decoder", dec)
         with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 4), 1.0).to_event(1))
+            z = pyro.sample("z", dist.Normal(torch.zeros(len(x), z_dim), 1.0).to_event(1))
             pyro.sample("obs", dist.Bernoulli(dec(z), validate_args=False).to_event(1), obs=x)
 
     def guide(x):
@@ -178,6 +178,12 @@ def test_vae_with_pyro_iaf_guide(digits):
             loc, scale = enc(x)
             pyro.sample("z", dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1), [iaf]))
 
+    return model, guide, (enc, dec, iaf)
+
+
+def test_vae_with_pyro_iaf_guide(digits):
+    torch.manual_seed(0)
+    model, guide, (enc, dec, iaf) = iaf_vae()
     r = pyro_dgm.fit(model, guide, digits, epochs=10, batch_size=32, seed=0, progress=False)
     assert not r.objective.uses_analytic_kl  # an IAF posterior has no closed-form KL
     groups = r.objective.param_groups()["model"]
@@ -351,22 +357,29 @@ def test_subsampled_plate_idiom_trains_a_local_autoguide_on_shuffled_minibatches
     assert (guide.scales.z.detach() - math.sqrt(0.5)).abs().mean() < 0.15
 
 
+GROUPS = 4
+
+
+def hierarchical_model(x, g):
+    """Group means theta_k ~ N(mu, tau) with global mu, tau; x_i ~ N(theta_{g_i}, 1)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfNormal(5.0))
+    with pyro.plate("groups", GROUPS):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+    with pyro.plate("data", len(x)):
+        pyro.sample("obs", dist.Normal(theta[g], 1.0), obs=x)
+
+
+def hierarchical_data(n=400):
+    g = torch.arange(n) % GROUPS
+    return torch.tensor([-2.0, 0.0, 1.0, 3.0])[g] + torch.randn(n), g
+
+
 def test_hierarchical_model_with_groups_as_a_batch_item():
     """(x, group) batches call model(x, group); a global hierarchy trained on minibatches."""
     torch.manual_seed(0)
-    groups, n = 4, 400
-    g = torch.arange(n) % groups
-    true = torch.tensor([-2.0, 0.0, 1.0, 3.0])
-    x = true[g] + torch.randn(n)
-
-    def model(x, g):
-        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-        tau = pyro.sample("tau", dist.HalfNormal(5.0))
-        with pyro.plate("groups", groups):
-            theta = pyro.sample("theta", dist.Normal(mu, tau))
-        with pyro.plate("data", len(x)):
-            pyro.sample("obs", dist.Normal(theta[g], 1.0), obs=x)
-
+    groups, model = GROUPS, hierarchical_model
+    x, g = hierarchical_data()
     guide = autoguide.AutoNormal(model)
     pyro_dgm.fit(model, guide, TensorDataset(x, g), epochs=20, batch_size=40, lr=0.05, seed=0, progress=False)
     post = Predictive(model, guide=guide, num_samples=400, return_sites=["theta"])(x, g)["theta"]
@@ -535,9 +548,8 @@ def test_default_objective_follows_the_data_site():
 
 
 # -- a GAN whose generator is a plain function -------------------------------------------------
-def test_plain_function_gan_generator_trains_with_adversarial():
-    torch.manual_seed(0)
-    x = torch.randn(512, 2) * 0.3 + torch.tensor([2.0, -1.0])
+def plain_generator():
+    """A GAN generator as a plain function: x = G(z) at site "x", G registered with pyro.module."""
     net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
 
     def generator(x):
@@ -545,6 +557,14 @@ def test_plain_function_gan_generator_trains_with_adversarial():
         with pyro.plate("data", len(x)):
             z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 4), 1.0).to_event(1))
             pyro.sample("x", dist.Delta(net(z), event_dim=1), obs=x)
+
+    return generator
+
+
+def test_plain_function_gan_generator_trains_with_adversarial():
+    torch.manual_seed(0)
+    x = torch.randn(512, 2) * 0.3 + torch.tensor([2.0, -1.0])
+    generator = plain_generator()
 
     critic = MLPCritic(2, hidden=(32,))
     before = sample_program(generator, 500, like=x).mean(0)

@@ -30,7 +30,7 @@ import contextlib
 
 from torch import nn
 
-from ..programs import (DataPlateScale, data_site, device_of, latent_sites, module_of, modules_of,
+from ..programs import (DataPlateScale, data_site, device_of, latent_sites, modules_of,
                         program_modules, sample_program, sample_sites, split_batch, trace_program)
 
 __all__ = ["Objective", "modules_of", "trace_program", "data_site", "sample_program", "sample_sites",
