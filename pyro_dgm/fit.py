@@ -13,6 +13,7 @@ import functools
 import math
 import random
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .inference.checks import count, trace_on_batch
+from .inference.checks import check_support, count, trace_on_batch
 from .inference.objective import Objective
 from .programs import fit_owns_parameters, minibatch_plate, modules_of, resolve_site, split_batch
+from .safety import Interrupts, Snapshot, as_training_dtype, check_arguments, exclusive, finite, total_norm
 
 __all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
 
@@ -127,9 +129,9 @@ class _Batches:
     at all; a custom sampler keeps its own randomness.)
     """
 
-    def __init__(self, data, batch_size, shuffle, drop_last, shuffle_seed, device):
-        self.device, self.shuffle, self.drop_last = device, shuffle, drop_last
-        self.shuffle_seed, self.loader = shuffle_seed, None
+    def __init__(self, data, batch_size, shuffle, drop_last, shuffle_seed, device, dtype=torch.float32):
+        self.device, self.shuffle, self.drop_last, self.dtype = device, shuffle, drop_last, dtype
+        self.shuffle_seed, self.loader, self.site = shuffle_seed, None, None
         if isinstance(data, torch.utils.data.DataLoader):
             self.loader, self.dataset = data, None
             n = len(data.dataset) if hasattr(data.dataset, "__len__") else None
@@ -137,6 +139,7 @@ class _Batches:
                 raise ValueError("data: the DataLoader's dataset is empty; expected at least one example")
             self.batch_size = data.batch_size or 1
         elif isinstance(data, torch.Tensor):
+            data = as_training_dtype(data, dtype)
             _check_values(data)
             self.dataset, n = data, data.shape[0]
         elif isinstance(data, torch.utils.data.Dataset):
@@ -157,6 +160,24 @@ class _Batches:
                 )
             self.batch_size = min(batch_size, n)
         self.n = n
+
+    def watch(self, site: dict) -> None:
+        """Check the data against the support of the data site's distribution: a tensor data set
+        now, in one pass; batches from a Dataset or DataLoader as they come (with finite values)."""
+        if isinstance(self.dataset, torch.Tensor):
+            if site["value"].shape[1:] == self.dataset.shape[1:]:
+                check_support(site, self.dataset)
+        else:
+            self.site = site
+
+    def _ready(self, batch):
+        batch = on_device(batch, self.device)
+        x, args = split_batch(batch)
+        x = as_training_dtype(x, self.dtype)
+        if self.site is not None:  # batches not checked at setup: finite values and support, each batch
+            _check_values(x, "data")
+            check_support(self.site, x)
+        return (x, *args) if args else x
 
     def __len__(self):
         if self.loader is not None:
@@ -182,7 +203,7 @@ class _Batches:
                 sampler.generator = torch.Generator().manual_seed(seed)
             for i, batch in enumerate(self.loader):
                 if i >= skip:
-                    yield on_device(batch, self.device)
+                    yield self._ready(batch)
             return
         idx = self.order(epoch)
         for i in range(skip, len(self)):
@@ -192,7 +213,7 @@ class _Batches:
                 batch = self.dataset[chunk] if self.shuffle else self.dataset[i * self.batch_size:(i + 1) * self.batch_size]
             else:
                 batch = torch.utils.data.default_collate([self.dataset[int(j)] for j in chunk])
-            yield on_device(batch, self.device)
+            yield self._ready(batch)
 
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
@@ -281,7 +302,7 @@ def _prepare(objective, model, guide, x, args, site, num_data):
     objective.site, objective.args, objective.num_data = site, args, num_data
     objective.setup(model, guide, x)
     objective.plate = minibatch_plate(trace, guide, x, args, site, num_data)
-    return objective
+    return objective, trace.nodes[site]
 
 
 def _make_optimizer(optimizer, params, lr, kwargs):
@@ -349,7 +370,7 @@ def _call_callback(cb, hook, state):
 def _owning_parameters(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with fit_owns_parameters():
+        with exclusive(), fit_owns_parameters():
             return fn(*args, **kwargs)
     return wrapper
 
@@ -446,30 +467,31 @@ def fit(
     dev = resolve_device(device)
     if epochs is None and steps is None:
         epochs = 10
-    for name, value in (("epochs", epochs), ("steps", steps), ("checkpoint_every", checkpoint_every)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    if precision not in ("32", "bf16"):
-        raise ValueError(f"precision: expected '32' or 'bf16', got {precision!r}")
-    if scheduler_every not in ("epoch", "step"):
-        raise ValueError(f"scheduler_every: expected 'epoch' or 'step', got {scheduler_every!r}")
-    if seed is not None:
-        _seed_everything(int(seed))
-    shuffle_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-
-    batches = _Batches(data, batch_size, shuffle, drop_last, shuffle_seed, dev)
+    check_arguments(epochs=epochs, steps=steps, checkpoint_every=checkpoint_every, lr=lr, clip_grad=clip_grad,
+                    precision=precision, scheduler_every=scheduler_every, seed=seed, callbacks=callbacks,
+                    shuffle=shuffle, drop_last=drop_last, progress=progress)
     optimizer = _check_optimizer(optimizer)
     objective = _check_objective(objective)
     if site is not None and not isinstance(site, str):
         raise ValueError(f"site: expected the name of a sample site (a str), got {site!r}")
-
     bad = [m for m in (modules or []) if not isinstance(m, nn.Module)]
     if bad:
         raise ValueError(f"modules: expected torch.nn.Modules, got {[type(m).__name__ for m in bad]}")
+    ckpt_path = ckpt.check_writable(checkpoint) if checkpoint is not None else None
+    resume_path = Path(resume) if isinstance(resume, (str, Path)) else (ckpt_path if resume else None)
+    if resume and resume_path is None:
+        raise ValueError("resume: True needs checkpoint= (the file to resume from)")
+    if isinstance(resume, (str, Path)) and not resume_path.exists():
+        raise ValueError(f"resume: no checkpoint at {str(resume_path)!r}")
+    if seed is not None:
+        _seed_everything(int(seed))
+    shuffle_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+
+    own = modules_of(model, guide) + list(modules or [])
+    batches = _Batches(data, batch_size, shuffle, drop_last, shuffle_seed, dev, _float_dtype(own))
     if len(batches) == 0:
         raise ValueError("data: the DataLoader yields no batches (drop_last=True with a batch_size "
                          "larger than the data?)")
-    own = modules_of(model, guide) + list(modules or [])
     for m in own:
         m.to(dev)
 
@@ -477,7 +499,8 @@ def fit(
     x0, args0 = split_batch(first)
     _check_values(x0, "data")
     with _validation(True), torch.no_grad():
-        objective = _prepare(objective, model, guide, x0, args0, site, batches.n)
+        objective, data_node = _prepare(objective, model, guide, x0, args0, site, batches.n)
+        batches.watch(data_node)
         groups = {g: list(ms) for g, ms in objective.param_groups().items()}
         if modules:
             groups["model"] = _unique(groups.get("model", []) + list(modules))
@@ -489,44 +512,43 @@ def fit(
             objective.loss(g, x0)
 
     all_modules = _unique(m for ms in groups.values() for m in ms)
-    optimizers, schedulers = {}, {}
-    for g, ms in groups.items():
-        params = _unique(p for m in ms for p in m.parameters() if p.requires_grad)
-        if not params:
-            raise ValueError(f"modules: parameter group {g!r} has no trainable parameters")
-        optimizers[g] = _make_optimizer(optimizer, params, _per_group(lr, g, "lr", groups),
-                                        _per_group(optimizer_kwargs, g, "optimizer_kwargs", groups))
-        sched = _per_group(scheduler, g, "scheduler", groups) if scheduler is not None else None
-        if sched is not None:
-            schedulers[g] = sched(optimizers[g])
+    optimizers, schedulers = _optimizers(groups, optimizer, lr, optimizer_kwargs, scheduler)
+    settings = {"optimizer": {g: type(o).__name__ for g, o in optimizers.items()},
+                "lr": {g: o.param_groups[0]["lr"] for g, o in optimizers.items()},
+                "batch_size": batches.batch_size, "objective": repr(objective)}
 
     losses = {g: [] for g in groups}
     terms: dict[str, list] = {}
     step, epoch, skip = 0, 0, 0
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    resume_path = Path(resume) if isinstance(resume, (str, Path)) else (ckpt_path if resume else None)
-    if resume and resume_path is None:
-        raise ValueError("resume: True needs checkpoint= (the file to resume from)")
     if resume_path is not None and resume_path.exists():
+        ckpt.remove_orphans(resume_path)
         state = ckpt.load(resume_path, map_location=dev)
         ckpt.check_signature(state["signature"], all_modules, resume_path)
+        skip = _resume_settings(state.get("settings"), settings, resume_path, optimizers, schedulers)
         for m, sd in zip(all_modules, state["modules"]):
             m.load_state_dict(sd)
         for g, sd in state["optimizers"].items():
+            lrs = [pg["lr"] for pg in optimizers[g].param_groups]
             optimizers[g].load_state_dict(sd)
+            if not schedulers:  # the lr given now is the one used (a scheduler's restored state decides otherwise)
+                for pg, new in zip(optimizers[g].param_groups, lrs):
+                    pg["lr"] = new
         for g, sd in state["schedulers"].items():
             schedulers[g].load_state_dict(sd)
-        objective.load_state_dict(state["objective"])
+        try:
+            objective.load_state_dict(state["objective"])
+        except (KeyError, RuntimeError, TypeError) as err:
+            raise ValueError(f"resume: the checkpoint's objective state does not fit {objective!r} "
+                             f"({type(err).__name__}: {err}); resume with the objective it was written with") from err
         for cb, cb_state in zip(callbacks, state.get("callbacks", [])):
             if hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(cb_state)
         losses = {g: list(v) for g, v in state["losses"].items()}
         terms = {k: list(v) for k, v in state["terms"].items()}
-        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
+        step, epoch = state["step"], state["epoch"]
+        skip = state["batch_in_epoch"] if skip is None else skip
         batches.shuffle_seed = state["shuffle_seed"]
         ckpt.set_rng_state(state["rng"])
-    elif resume_path is not None and isinstance(resume, (str, Path)):
-        raise ValueError(f"resume: no checkpoint at {str(resume_path)!r}")
 
     per_epoch = len(batches)
     total = steps if epochs is None else (epochs * per_epoch if steps is None else min(steps, epochs * per_epoch))
@@ -539,6 +561,11 @@ def fit(
     def save():
         if ckpt_path is None:
             return
+        params = [p for m in all_modules for p in m.parameters()]
+        if not finite(params):
+            raise NonFiniteLossError(f"a parameter became NaN or infinite by step {step} although every loss and "
+                                     "gradient was finite (a too large lr?); that state is not checkpointed: "
+                                     f"the checkpoint at {str(ckpt_path)!r} from before it is kept")
         ckpt.save_atomic({
             "format": ckpt.FORMAT,
             "signature": ckpt.module_signature(all_modules),
@@ -550,6 +577,7 @@ def fit(
             "losses": losses, "terms": terms,
             "step": step, "epoch": epoch, "batch_in_epoch": skip,
             "shuffle_seed": batches.shuffle_seed,
+            "settings": settings,
             "rng": ckpt.rng_state(),
         }, ckpt_path)
 
@@ -559,23 +587,22 @@ def fit(
         m.train()
     running = None
     try:
-        with _validation(False):
+        with _validation(False), Interrupts() as interrupts:
             while step < total and not fit_state.stop:
                 for batch in batches.epoch(epoch, skip):
                     x, objective.args = split_batch(batch)
-                    for g in objective.groups_for_step(step):
-                        value, named = _train_group(objective, g, x, step, optimizers[g], autocast, clip_grad)
-                        losses[g].append(value)
-                        for k, v in named.items():
-                            terms.setdefault(k, []).append(v)
-                        if scheduler_every == "step" and g in schedulers:
-                            schedulers[g].step()
+                    _train_step(objective, x, step, optimizers, autocast, clip_grad, losses, terms,
+                                schedulers if scheduler_every == "step" else {})
                     step += 1
                     skip += 1
                     running = _update_bar(bar, losses, running, step, epoch, progress)
                     fit_state.step = step
                     for cb in callbacks:
                         _call_callback(cb, "on_step_end", fit_state)
+                    if interrupts.received is not None:
+                        save()
+                        raise interrupts.leave(step, f"checkpoint {str(ckpt_path)!r} written: fit(..., resume=True) "
+                                               "continues" if ckpt_path else "no checkpoint= was given")
                     if checkpoint_every and step % checkpoint_every == 0:
                         save()
                     if step >= total or fit_state.stop:
@@ -590,14 +617,94 @@ def fit(
                         _call_callback(cb, "on_epoch_end", fit_state)
                     if not checkpoint_every or step % checkpoint_every:
                         save()
+        save()
+        for cb in callbacks:
+            _call_callback(cb, "on_train_end", fit_state)
     finally:
         bar.close()
-    save()
-    for cb in callbacks:
-        _call_callback(cb, "on_train_end", fit_state)
-    for m in all_modules:
-        m.eval()
+        for m in all_modules:  # eval mode after success and after any error alike
+            m.eval()
     return FitResult(losses, terms, all_modules, objective, step, epoch, dev, ckpt_path, optimizers)
+
+
+def _float_dtype(modules):
+    for m in modules:
+        for p in m.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return torch.get_default_dtype()
+
+
+def _optimizers(groups, optimizer, lr, optimizer_kwargs, scheduler):
+    """One optimizer (and scheduler, if asked) per parameter group; a ValueError names bad options."""
+    optimizers, schedulers = {}, {}
+    for g, ms in groups.items():
+        params = _unique(p for m in ms for p in m.parameters() if p.requires_grad)
+        if not params:
+            raise ValueError(f"modules: parameter group {g!r} has no trainable parameters")
+        options = _per_group(optimizer_kwargs, g, "optimizer_kwargs", groups)
+        try:
+            optimizers[g] = _make_optimizer(optimizer, params, _per_group(lr, g, "lr", groups), options)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"optimizer_kwargs: {options!r} do not fit the optimizer of group {g!r} "
+                             f"({type(err).__name__}: {err})") from err
+        sched = _per_group(scheduler, g, "scheduler", groups) if scheduler is not None else None
+        if sched is not None:
+            schedulers[g] = sched(optimizers[g])
+    return optimizers, schedulers
+
+
+def _resume_settings(saved, now, path, optimizers, schedulers):
+    """Compare the checkpoint's settings with this call's; warn of each difference and say what is used.
+
+    Returns 0 when the batch size changed (the interrupted epoch restarts: its
+    position no longer means the same examples), else None (resume where it stopped).
+    """
+    if not saved:
+        return None
+    if saved["optimizer"] != now["optimizer"]:
+        raise ValueError(f"resume: {str(path)!r} was trained with optimizer {saved['optimizer']}, this call uses "
+                         f"{now['optimizer']}; their states do not transfer. Resume with the same optimizer, or "
+                         "start a new run (another checkpoint path)")
+    notes, restart = [], None
+    if saved["lr"] != now["lr"]:
+        used = "the checkpoint's schedule is restored" if schedulers else "the new lr is used"
+        notes.append(f"lr {saved['lr']} -> {now['lr']} ({used})")
+    if saved["batch_size"] != now["batch_size"]:
+        notes.append(f"batch_size {saved['batch_size']} -> {now['batch_size']} (the new one is used; the "
+                     "interrupted epoch restarts from its beginning)")
+        restart = 0
+    if saved["objective"] != now["objective"]:
+        notes.append(f"objective {saved['objective']} -> {now['objective']} (the new one is used)")
+    if notes:
+        warnings.warn(f"resume: this call differs from the checkpoint {str(path)!r}: " + "; ".join(notes),
+                      stacklevel=3)
+    return restart
+
+
+def _train_step(objective, x, step, optimizers, autocast, clip_grad, losses, terms, schedulers):
+    """Every group of this step on batch ``x``; a failing later group undoes the earlier ones' updates."""
+    groups = objective.groups_for_step(step)
+    done = []  # (group, snapshot before its update, loss, terms)
+    for i, g in enumerate(groups):
+        # Only a step with more groups to come needs a way back (a GAN's critic before its generator).
+        snapshot = Snapshot(optimizers[g]) if i < len(groups) - 1 else None
+        try:
+            value, named = _train_group(objective, g, x, step, optimizers[g], autocast, clip_grad)
+        except NonFiniteLossError as err:
+            for _, earlier, _, _ in reversed(done):
+                earlier.restore()
+            if done:
+                raise NonFiniteLossError(f"{err}; the update of group(s) {[d[0] for d in done]} on this batch was "
+                                         f"undone, so every module stands as after step {step - 1}") from None
+            raise
+        done.append((g, snapshot, value, named))
+    for g, _, value, named in done:  # every group succeeded: the step counts
+        losses[g].append(value)
+        for k, v in named.items():
+            terms.setdefault(k, []).append(v)
+        if g in schedulers:
+            schedulers[g].step()
 
 
 def _train_group(objective, group, batch, step, opt, autocast, clip_grad):
@@ -607,12 +714,15 @@ def _train_group(objective, group, batch, step, opt, autocast, clip_grad):
         total_loss, named = _split_loss(objective.loss(group, batch), group)
     value = float(total_loss.detach())
     if not math.isfinite(value):
-        raise NonFiniteLossError(_nan_message(step, group, value, named))
+        raise NonFiniteLossError(_nan_message(step, group, f"loss of group {group!r} is {value}", named))
     params = [p for pg in opt.param_groups for p in pg["params"]]
     if not getattr(objective, "backward_inside", False):  # PyroELBO around loss_and_grads did it already
         total_loss.backward(inputs=params)  # only this group's gradients: a GAN's critic loss leaves G alone
-    if clip_grad is not None:
-        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = (torch.nn.utils.clip_grad_norm_(params, clip_grad) if clip_grad is not None else total_norm(grads))
+    if not bool(torch.isfinite(norm)):
+        raise NonFiniteLossError(_nan_message(step, group, f"the loss of group {group!r} is finite ({value}) but "
+                                              "its gradient is not", None))
     opt.step()
     objective.after_step(group)
     return value, {k: float(v.detach()) for k, v in (named or {}).items()}
@@ -628,12 +738,12 @@ def _update_bar(bar, losses, running, step, epoch, progress):
     return running
 
 
-def _nan_message(step, group, value, named):
-    parts = [f"loss of group {group!r} is {value} at step {step}"]
+def _nan_message(step, group, what, named):
+    parts = [f"{what} at step {step}"]
     if named:
         bad = [k for k, v in named.items() if not math.isfinite(float(v.detach()))]
         parts.append(f"non-finite terms: {bad}")
-    parts.append("training stopped before this step was applied; the last checkpoint is kept")
+    parts.append(f"group {group!r} was not updated on this batch; the last checkpoint (if any) is kept and resumes")
     return "; ".join(parts)
 
 
