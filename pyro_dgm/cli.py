@@ -7,7 +7,10 @@ registers a model is trainable here without the CLI naming it.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +20,11 @@ import torch
 from . import registry
 
 RUN_FILE, WEIGHTS_FILE, CKPT_FILE = "run.json", "model.pt", "checkpoint.pt"
+# A save writes the weights to WEIGHTS_TMP and the new run.json to PENDING_FILE, then renames both.
+WEIGHTS_TMP, PENDING_FILE = ".model.pt.tmp", ".run.json.pending"
+RUN_FILES = (RUN_FILE, WEIGHTS_FILE, CKPT_FILE, WEIGHTS_TMP, PENDING_FILE)
+WEIGHTS_KEY = "weights_sha256"  # run.json's record of the model.pt it belongs to
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class UsageError(Exception):
@@ -45,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATA)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="train afresh into a folder that holds a run")
     t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     t.add_argument("--no-progress", action="store_true")
 
@@ -102,18 +111,261 @@ def _programs(module):
     return module.model, getattr(module, "guide", None)
 
 
+def _brief(err: BaseException) -> str:
+    """An exception as one short line (torch's messages span several)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _no_run_json(run_dir: Path) -> UsageError:
+    return UsageError(f"--run: {str(run_dir)!r} has no {RUN_FILE}; train into it with `pyro-dgm train --out`")
+
+
+def _meta_problem(meta) -> str | None:
+    """What makes a parsed run.json unusable, or None."""
+    if not isinstance(meta, dict):
+        return "expected a JSON object"
+    for key in ("model", "data"):
+        if not isinstance(meta.get(key), str):
+            return f"{key!r} should be a name"
+    shape = meta.get("event_shape")
+    if not (isinstance(shape, list) and shape
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+        return "'event_shape' should be a list of positive integers"
+    if not isinstance(meta.get("seed"), int) or isinstance(meta.get("seed"), bool):
+        return "'seed' should be an integer"
+    if not isinstance(meta.get("data_dir"), (str, type(None))):
+        return "'data_dir' should be a path or null"
+    if not isinstance(meta.get(WEIGHTS_KEY, ""), str):
+        return f"{WEIGHTS_KEY!r} should be a hex digest"
+    return None
+
+
+def _read_meta(path: Path) -> dict:
+    """A run.json, parsed and checked; UsageError saying what is wrong with it."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"--run: cannot read {str(path)!r} ({_brief(err)})") from err
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise UsageError(f"--run: {str(path)!r} is not valid JSON ({_brief(err)})") from err
+    problem = _meta_problem(meta)
+    if problem:
+        raise UsageError(f"--run: {str(path)!r} is not a run record written by `pyro-dgm train`: {problem}")
+    return meta
+
+
+def _pending_meta(run_dir: Path, digest: str) -> dict | None:
+    """The run.json of a save interrupted between its two renames, if it belongs to model.pt."""
+    path = run_dir / PENDING_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = _read_meta(path)
+    except UsageError:  # a save killed while writing it: model.pt was not replaced yet
+        return None
+    return meta if meta.get(WEIGHTS_KEY) == digest else None
+
+
+def _run_meta(run_dir: Path, digest: str) -> dict:
+    """run.json of a run folder, checked against the sha256 of its model.pt."""
+    meta = _pending_meta(run_dir, digest)
+    if meta is not None:
+        return meta
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise _no_run_json(run_dir)
+    meta = _read_meta(path)
+    if meta.get(WEIGHTS_KEY, digest) != digest:  # run.json written before WEIGHTS_KEY: not checked
+        raise UsageError(
+            f"--run: {str(run_dir / WEIGHTS_FILE)!r} is not the model.pt that {RUN_FILE} records (sha256 differs): "
+            f"it was changed or not completely written; rewrite both with `pyro-dgm train --resume --out {run_dir}` "
+            "and the run's --model and --data")
+    return meta
+
+
+def _read_weights(run_dir: Path) -> bytes:
+    """The bytes of a run folder's model.pt, after checking the folder is a run."""
+    if not run_dir.exists():
+        raise UsageError(f"--run: {str(run_dir)!r} does not exist")
+    if not run_dir.is_dir():
+        raise UsageError(f"--run: {str(run_dir)!r} is not a folder")
+    if not ((run_dir / RUN_FILE).is_file() or (run_dir / PENDING_FILE).is_file()):
+        raise _no_run_json(run_dir)
+    path = run_dir / WEIGHTS_FILE
+    if not path.is_file():
+        if not (run_dir / RUN_FILE).is_file():  # only a pending run.json, of a first save killed early
+            raise _no_run_json(run_dir)
+        raise UsageError(f"--run: {str(run_dir)!r} has {RUN_FILE} but no {WEIGHTS_FILE}; train into it again")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"--run: cannot read {str(path)!r} ({_brief(err)})") from err
+
+
+def _registered_specs(meta: dict, run_dir: Path):
+    """(model spec, data spec) that a run.json names."""
+    try:
+        spec, dspec = registry.get_model(meta["model"]), registry.get_data(meta["data"])
+    except ValueError as err:
+        raise UsageError(f"--run: {str(run_dir / RUN_FILE)!r}: {' '.join(str(err).split())}") from err
+    if dspec.kind not in spec.data_kinds:
+        raise UsageError(f"--run: {str(run_dir / RUN_FILE)!r} pairs model {meta['model']!r} with "
+                         f"{dspec.kind} data {meta['data']!r}, which it does not take")
+    return spec, dspec
+
+
+def _build_with_weights(spec, dspec, meta: dict, weights: bytes, run_dir: Path):
+    """The module a run.json describes, holding the weights of its model.pt."""
+    shape = tuple(meta["event_shape"])
+    try:
+        module = spec.build(shape, dspec.kind)
+    except Exception as err:  # a model's constructor may refuse a shape in its own way
+        raise UsageError(f"--run: {str(run_dir / RUN_FILE)!r}: cannot build model {meta['model']!r} "
+                         f"for event_shape {list(shape)} ({_brief(err)})") from err
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
+        module.load_state_dict(state)
+    except Exception as err:  # torch raises several types for a torn or foreign file
+        raise UsageError(f"--run: {str(run_dir / WEIGHTS_FILE)!r} does not hold the weights of a "
+                         f"{meta['model']!r} model ({_brief(err)})") from err
+    return module
+
+
 def load_run(run_dir):
-    """Rebuild a trained module from a run folder."""
+    """Rebuild a trained module from a run folder: (meta, model spec, data spec, module).
+
+    A broken folder (missing, no run.json, bad JSON, unknown model, torn or
+    foreign model.pt, model.pt not the one run.json records) is a one-line
+    UsageError. Nothing in the folder is written.
+    """
     run_dir = Path(run_dir)
-    meta_path = run_dir / RUN_FILE
-    if not meta_path.is_file():
-        raise UsageError(f"--run: {str(run_dir)!r} has no {RUN_FILE}; train into it with `pyro-dgm train --out`")
-    meta = json.loads(meta_path.read_text())
-    spec, dspec = registry.get_model(meta["model"]), registry.get_data(meta["data"])
-    module = spec.build(tuple(meta["event_shape"]), dspec.kind)
-    module.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    weights = _read_weights(run_dir)
+    meta = _run_meta(run_dir, _sha256(weights))
+    spec, dspec = _registered_specs(meta, run_dir)
+    module = _build_with_weights(spec, dspec, meta, weights, run_dir)
     module.eval()
     return meta, spec, dspec, module
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write a new file and fsync it; a plain open, so its mode follows the umask (0644 under 022)."""
+    path.unlink(missing_ok=True)
+    try:
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _finish_pending(out: Path) -> None:
+    """Complete a save interrupted between its two renames; drop the leftovers of one killed earlier."""
+    weights = out / WEIGHTS_FILE
+    if weights.is_file() and _pending_meta(out, _sha256(weights.read_bytes())) is not None:
+        os.replace(out / PENDING_FILE, out / RUN_FILE)
+    (out / PENDING_FILE).unlink(missing_ok=True)
+    (out / WEIGHTS_TMP).unlink(missing_ok=True)
+
+
+def save_run(out, state_dict: dict, meta: dict) -> dict:
+    """Write model.pt and run.json so that a crash at any moment leaves the old pair or the new one.
+
+    run.json records the sha256 of model.pt. Both are written in full to temp
+    files and fsynced; then model.pt is renamed into place, then run.json. A
+    crash between the two renames leaves a pending run.json that matches
+    model.pt: :func:`load_run` reads it and the next save completes it.
+    Returns the meta as written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    weights = buf.getvalue()
+    meta = {**meta, WEIGHTS_KEY: _sha256(weights)}
+    _finish_pending(out)
+    weights_tmp, pending = out / WEIGHTS_TMP, out / PENDING_FILE
+    try:
+        _write_synced(weights_tmp, weights)
+        _write_synced(pending, (json.dumps(meta, indent=2) + "\n").encode())
+        os.replace(weights_tmp, out / WEIGHTS_FILE)
+    except BaseException:
+        weights_tmp.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
+        raise
+    _fsync_dir(out)
+    os.replace(pending, out / RUN_FILE)
+    _fsync_dir(out)
+    return meta
+
+
+def check_train_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train over a run unless --resume or --overwrite, and to resume from nothing."""
+    if resume and overwrite:
+        raise UsageError("--resume continues the run and --overwrite replaces it: pass one of them")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {str(out)!r} is a file, not a folder")
+    found = [name for name in (RUN_FILE, WEIGHTS_FILE, CKPT_FILE) if (out / name).exists()]
+    if resume and not (out / CKPT_FILE).is_file():
+        afresh = "--overwrite instead of --resume" if found else "no --resume"
+        raise UsageError(f"--resume: {str(out)!r} has no {CKPT_FILE} to resume from; "
+                         f"train afresh with {afresh}")
+    if found and not (resume or overwrite):
+        raise UsageError(f"--out: {str(out)!r} already holds a run ({', '.join(found)}); "
+                         "pass --resume to continue it or --overwrite to train afresh over it")
+
+
+def _is_sample_output(path: Path) -> bool:
+    """True for what `pyro-dgm sample` writes: a PNG figure, or a .pt file holding one tensor."""
+    try:
+        if path.suffix == ".pt":
+            return isinstance(torch.load(path, map_location="cpu", weights_only=True), torch.Tensor)
+        with open(path, "rb") as f:
+            return f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    except Exception:  # unreadable, or a .pt that is not a plain tensor: not ours to replace
+        return False
+
+
+def _holds_run(folder: Path) -> bool:
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def check_sample_paths(png: Path) -> tuple:
+    """(figure path, tensor path beside it); UsageError if either would replace a run's own files.
+
+    In a folder that holds a run, only earlier sample outputs may be
+    replaced; a run's own files (run.json, model.pt, checkpoint.pt) never.
+    """
+    if not png.suffix:  # matplotlib would append .png
+        png = png.with_suffix(".png")
+    if png.suffix == ".pt":
+        raise UsageError(f"--out: {str(png)!r} should be an image path such as samples.png; "
+                         "the tensor is written beside it with the suffix .pt")
+    tensor = png.with_suffix(".pt")
+    for target in (png, tensor):
+        real = target.resolve()
+        if not real.exists():
+            continue
+        if real.name in RUN_FILES or (_holds_run(real.parent) and not _is_sample_output(real)):
+            raise UsageError(f"--out: writing samples to {str(target)!r} would replace a file of the run "
+                             f"in {str(target.parent)!r}; choose another --out")
+    return png, tensor
 
 
 def draw(module, n):
@@ -155,8 +407,9 @@ def cmd_train(args):
 
     for name in ("epochs", "steps", "batch_size", "checkpoint_every"):
         _positive(name.replace("_", "-"), getattr(args, name))
-    spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed)
     out = Path(args.out or f"runs/{args.model}-{args.data}")
+    check_train_folder(out, args.resume, args.overwrite)
+    spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed)
     kwargs = {k: v for k, v in spec.fit_defaults.items() if k != "image"}
     for key in ("epochs", "steps", "batch_size", "lr"):
         if getattr(args, key) is not None:
@@ -169,11 +422,10 @@ def cmd_train(args):
                  seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
                  resume=args.resume, progress=False if args.no_progress else None, **kwargs)
     seconds = time.perf_counter() - t0
-    torch.save(module.to("cpu").state_dict(), out / WEIGHTS_FILE)
     meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed,
             "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
             "final_loss": result.loss, "train_seconds": round(seconds, 2)}
-    (out / RUN_FILE).write_text(json.dumps(meta, indent=2))
+    save_run(out, module.to("cpu").state_dict(), meta)
     print(f"trained {args.model} on {args.data}: {result.steps} steps, {result.epochs} epochs, "
           f"final loss {result.loss:.4f}, {seconds:.1f} s")
     print(f"run folder: {out}  (checkpoint {out / CKPT_FILE}, weights {out / WEIGHTS_FILE})")
@@ -183,13 +435,13 @@ def cmd_train(args):
 def cmd_sample(args):
     _positive("num", args.num)
     meta, spec, dspec, module = load_run(args.run)
+    path, tensor = check_sample_paths(Path(args.out or Path(args.run) / "samples.png"))
     torch.manual_seed(args.seed)
     with torch.no_grad():
         x = draw(module, args.num)
-    path = Path(args.out or Path(args.run) / "samples.png")
     save_samples(x, path, dspec.kind)
-    torch.save(x, path.with_suffix(".pt"))
-    print(f"{args.num} samples of {meta['model']}: {path} (tensor {path.with_suffix('.pt')})")
+    torch.save(x, tensor)
+    print(f"{args.num} samples of {meta['model']}: {path} (tensor {tensor})")
     return 0
 
 

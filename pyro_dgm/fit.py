@@ -96,7 +96,10 @@ def resolve_device(device) -> torch.device:
             raise ValueError(
                 f"device: {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
-    elif dev.type not in ("cpu", "mps"):
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device: {device!r} asked for Apple's MPS, which this machine does not have")
+    elif dev.type != "cpu":
         raise ValueError(f"device: unsupported device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
     return dev
 
