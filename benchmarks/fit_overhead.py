@@ -3,7 +3,10 @@
 * a hand-written PyTorch loop (analytic KL, BCE-with-logits), once with
   torch's default Adam and once with the fused Adam that ``fit`` picks,
 * ``pyro_dgm.fit`` (the same model as a Pyro program, TraceMeanField_ELBO),
-* Pyro's ``SVI`` with ``Trace_ELBO`` and with ``JitTrace_ELBO``.
+* Pyro's ``SVI`` with ``Trace_ELBO`` and with ``JitTrace_ELBO``;
+
+and, after the table, the cost of fit's per-step check that the gradient is
+finite (inside fit's step; shown as a share of it).
 
 The contenders are interleaved in rounds so that machine load hits them
 alike; the table gives the median ms/step of each and its ratio to the
@@ -89,6 +92,35 @@ def svi_loop(x, steps, jit):
     return times[3:] if jit else times
 
 
+def finite_check_ms(x, repeats=200):
+    """ms of fit's per-step check that the gradient is finite (its norm over every tensor, one sync)."""
+    from pyro_dgm.safety import total_norm
+
+    vae = make_vae()
+    loc, scale = vae.encoder(x[:B])
+    logits = vae.decoder(loc + scale * torch.randn_like(loc))
+    F.binary_cross_entropy_with_logits(logits, x[:B], reduction="sum").backward()
+    grads = [p.grad for p in vae.parameters()]
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        bool(torch.isfinite(total_norm(grads)))
+    return (time.perf_counter() - t0) / repeats * 1e3
+
+
+def batch_check_ms(x, repeats=200):
+    """ms of the checks fit runs on each batch of a DataLoader (finite values, the Bernoulli's support)."""
+    from pyro_dgm.fit import _Batches
+    from pyro_dgm.programs import trace_program
+
+    vae = make_vae()
+    batches = _Batches(torch.utils.data.DataLoader(x, batch_size=B), B, False, False, 0, torch.device("cpu"))
+    batches.watch(trace_program(vae.model, x[:B]).nodes["x"])
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        batches._ready(x[:B])
+    return (time.perf_counter() - t0) / repeats * 1e3
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
@@ -119,6 +151,12 @@ def main(argv=None):
         q = statistics.quantiles([t * 1e3 for t in ts], n=4)
         med = statistics.median(ts)
         print(f"{name:26s} {med * 1e3:15.3f} {q[0]:6.2f}-{q[2]:6.2f} {med / base:15.3f} {med / same:14.3f}")
+    check = finite_check_ms(x)
+    fit_ms = statistics.median(times["pyro_dgm.fit"]) * 1e3
+    print(f"fit's finite-gradient check: {check:.3f} ms/step, {100 * check / fit_ms:.2f}% of fit's step")
+    per_batch = batch_check_ms(x)
+    print(f"checks of each DataLoader batch (finite, support): {per_batch:.3f} ms/batch, "
+          f"{100 * per_batch / fit_ms:.2f}% of fit's step (tensor data: one pass at setup instead)")
 
 
 if __name__ == "__main__":

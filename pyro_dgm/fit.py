@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .inference.checks import check_support, count, trace_on_batch
+from .inference.checks import bounded_support, check_support, count, trace_on_batch
 from .inference.objective import Objective
 from .programs import fit_owns_parameters, minibatch_plate, modules_of, resolve_site, split_batch
 from .safety import Interrupts, Snapshot, as_training_dtype, check_arguments, exclusive, finite, total_norm
@@ -178,8 +178,10 @@ class _Batches:
         x, args = split_batch(batch)
         x = as_training_dtype(x, self.dtype)
         if self.site is not None:  # batches not checked at setup: finite values and support, each batch
-            _check_values(x, "data")
-            check_support(self.site, x)
+            if bounded_support(self.site):
+                check_support(self.site, x)  # one pass: a NaN lies outside any bounded support
+            else:
+                _check_values(x, "data")
         return (x, *args) if args else x
 
     def __len__(self):

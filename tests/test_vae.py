@@ -92,3 +92,10 @@ def test_bad_vae_arguments():
         ConvVAE((8, 8))
     with pytest.raises(ValueError, match="num_particles"):
         pyro_dgm.evaluate(VAE(4).model, torch.zeros(2, 4), guide=VAE(4).guide, num_particles=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"hidden": (0,)}, "hidden"), ({"latent_dim": 2.7}, "latent_dim"),
+                                           ({"latent_dim": 0}, "latent_dim")])
+def test_bad_sizes_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=f"^{match}: expected an integer >= 1"):
+        VAE(64, **kwargs)

@@ -51,17 +51,26 @@ def trace_on_batch(model, batch: torch.Tensor, args=()):
         ) from err
 
 
+def bounded_support(site: dict) -> bool:
+    """Whether the data site's distribution has a support that :func:`check_support` can check."""
+    support = getattr(site["fn"], "support", None)
+    return support is not None and support is not constraints.real
+
+
 def check_support(site: dict, batch: torch.Tensor) -> None:
-    """Every data value must lie in the support of the distribution at the data site."""
+    """Every data value must lie in the support of the distribution at the data site (NaN never does)."""
     fn = site["fn"]
     support = getattr(fn, "support", None)
-    if support is None or support is constraints.real:
+    if not bounded_support(site):
         return
     try:
         ok = support.check(batch)
     except (NotImplementedError, RuntimeError):
         return
     if not bool(torch.as_tensor(ok).all()):
+        if batch.is_floating_point() and not bool(torch.isfinite(batch).all()):
+            n = int((~torch.isfinite(batch)).sum())
+            raise ValueError(f"data: contains {n} NaN or infinite value(s); expected finite numbers")
         bad = batch[~_broadcast_ok(ok, batch)]
         shown = bad.flatten()[:5].tolist()
         raise ValueError(

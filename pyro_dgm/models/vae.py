@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from ..registry import register_model
 from .baselines import batch_size_of
+from ..inference.checks import count
 from ..programs import announce
 
 __all__ = ["VAE", "ConvVAE", "mlp"]
@@ -79,8 +80,9 @@ class VAE(PyroModule):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
-        if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim: expected an integer >= 1, got {latent_dim!r}")
+        count("latent_dim", latent_dim)
+        for width in tuple(hidden):
+            count("hidden", width)
         self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
         self.data_dim = math.prod(self.event_shape)
         self.latent_dim = int(latent_dim)
