@@ -7,11 +7,11 @@
 
 from . import data, distributions, inference, metrics, models, partition
 from .fit import FitResult, FitState, NonFiniteLossError, fit
+from .safety import FitInterrupted
 from .evaluation import evaluate
-from .arviz import to_arviz
-from .arviz import compare
+from .arviz import compare, to_arviz
 
 __version__ = "0.1.0"
 
 __all__ = ["fit", "evaluate", "to_arviz", "compare", "FitResult", "FitState", "NonFiniteLossError",
-           "data", "distributions", "inference", "metrics", "models", "partition", "__version__"]
+           "FitInterrupted", "data", "distributions", "inference", "metrics", "models", "partition", "__version__"]

@@ -422,6 +422,11 @@ def fit(
             Batches that are tuples ``(x, y, ...)`` call ``model(x, y, ...)``.
             With minibatches, the sites inside the data plate count N/B times
             when the model has global latents (the full-data posterior).
+            ``x`` of dtype bool, integer or another float precision is
+            converted to the model's float dtype (float32 unless its
+            parameters are float64); complex data is refused. A tensor is
+            checked once, whole, for finite values and the data site's
+            support; batches of a Dataset or DataLoader as they come.
         objective: a :mod:`pyro_dgm.inference` objective or one of Pyro's ELBO
             objects (``pyro.infer.Trace_ELBO()``, ...). Default: the ELBO when
             there is a guide; else what the data site's distribution needs
@@ -456,6 +461,16 @@ def fit(
 
     Returns:
         A :class:`FitResult` with the loss history per parameter group.
+
+    Raises:
+        ValueError: a bad argument or bad data, before any training step.
+        NonFiniteLossError: a NaN or infinite loss or gradient (that update is
+            not applied; a step's earlier groups are undone) or weight (never
+            checkpointed). The modules are left in eval mode.
+        FitInterrupted: SIGINT or SIGTERM: the step in progress finishes, a
+            checkpoint is written, and fit leaves with one line on stderr and
+            exit status 128 + the signal (a second Ctrl-C stops at once).
+        RuntimeError: another ``fit`` is running in this process.
 
     Example::
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import signal
 import sys
 import threading
@@ -160,8 +159,3 @@ class Snapshot:
             for p, v in zip(self.params, self.values):
                 p.copy_(v)
         self.optimizer.load_state_dict(self.state)
-
-
-def describe(value) -> str:
-    """A float for an error message: nan, inf or the number."""
-    return "nan" if math.isnan(value) else str(value)
