@@ -37,7 +37,7 @@ from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-__all__ = ["call", "trace_program", "sample_sites", "latent_sites", "observed_sites", "data_site",
+__all__ = ["call", "trace_program", "log_density", "sample_sites", "latent_sites", "observed_sites", "data_site",
            "resolve_site", "accepts_num_samples", "sample_program", "predictive_trace", "uncondition_site",
            "module_of", "modules_of", "program_modules", "PyroParams", "announce", "fit_owns_parameters",
            "DataPlateScale", "data_plate", "global_latents", "minibatch_plate", "split_batch", "device_of"]
@@ -124,6 +124,41 @@ def resolve_site(trace: poutine.Trace, x: torch.Tensor, site: str | None = None,
         raise ValueError(f"site: no sample site of the program observes the data (observed sites: {observed}); "
                          "write pyro.sample(name, ..., obs=x) and pass site=name if it is not 'x'")
     raise ValueError(f"site: several sites observe the data ({matches}); pass site= to say which is the data site")
+
+
+def log_density(model, site: str = "x", args=()):
+    """``x -> log p(x)`` per example for a program without latents: a target for the MCMC samplers.
+
+    ``model(x, *args)`` is traced at the states ``x`` (shape ``(chains,
+    *event_shape)``) and the log densities of its observed sites are summed
+    per chain, so ``pyro_dgm.inference.langevin(x0, log_prob=log_density(model))``
+    (or ``mala``, ``hmc``, ``nuts``) samples a plain Pyro program. An
+    unnormalized density (an EBM) is fine: the samplers need log p only up
+    to a constant.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> def model(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("x", dist.Normal(0.0, 1.0).expand([len(x), 2]).to_event(1), obs=x)
+        >>> log_density(model)(torch.zeros(3, 2)).shape
+        torch.Size([3])
+    """
+    def log_prob(x):
+        trace = trace_program(model, x, *args)
+        data_site(trace, site)
+        if latent_sites(trace):
+            raise ValueError(f"model: log_density needs a program without latent sites; it samples "
+                             f"{latent_sites(trace)}")
+        total = 0.0
+        for name in observed_sites(trace):
+            node = trace.nodes[name]
+            lp = node["fn"].log_prob(node["value"])
+            total = total + lp.reshape(x.shape[0], -1).sum(-1)
+        return total
+
+    return log_prob
 
 
 # -- sampling ------------------------------------------------------------------

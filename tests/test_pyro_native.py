@@ -653,3 +653,20 @@ def test_jit_svi_on_a_library_model_registered_by_the_user_too():
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), pyro.infer.JitTrace_ELBO())
     assert math.isfinite(svi.step(x))
     assert all(k.startswith("vae$$$") for k in pyro.get_param_store().keys())
+
+
+def test_samplers_run_on_a_plain_pyro_program():
+    """A tutorial-style program as the target of Langevin and NUTS, through log_density."""
+    from pyro_dgm.inference import langevin, nuts
+    from pyro_dgm.programs import log_density
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("obs", dist.Normal(torch.tensor([2.0, -1.0]), 0.5).to_event(1), obs=x)
+
+    target = log_density(model, "obs")
+    x = langevin(torch.zeros(4000, 2), log_prob=target, step_size=0.01, num_steps=500)
+    assert torch.allclose(x.mean(0), torch.tensor([2.0, -1.0]), atol=0.05)
+    assert torch.allclose(x.std(0), torch.full((2,), 0.5), atol=0.05)
+    out = nuts(torch.zeros(1, 2), log_prob=target, num_samples=300, warmup_steps=150)
+    assert torch.allclose(out.chain.reshape(-1, 2).mean(0), torch.tensor([2.0, -1.0]), atol=0.15)

@@ -68,7 +68,8 @@ def langevin(x0: torch.Tensor, *, log_prob=None, score=None, step_size: float, n
     :math:`\\lambda` (``noise_scale``; 1 is the sampler whose stationary law
     tends to p as the step shrinks, smaller values are the "cold" chains many
     EBM papers use). Give either ``log_prob`` (the score is taken by
-    autograd) or ``score`` directly.
+    autograd; for a Pyro program ``model(x)``, ``log_prob=pyro_dgm.programs.log_density(model)``)
+    or ``score`` directly.
 
     Returns the final states, or ``(final, chain)`` with ``chain`` of shape
     ``(num_steps // thin, *x0.shape)`` when ``return_chain``.
