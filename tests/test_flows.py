@@ -142,6 +142,16 @@ def batchnorm_inv(draw, seed):
     return t.inv, x
 
 
+def normalizing_batchnorm(draw, seed):
+    dim, x = _vector(draw, seed)
+    t = F.NormalizingBatchNorm(dim).double()
+    t.moving_variance.uniform_(0.5, 2.0)
+    t.moving_mean.uniform_(-1.0, 1.0)
+    with torch.no_grad():
+        t.gamma.uniform_(0.5, 2.0)
+    return t.eval(), x
+
+
 def settle(t, dim, passes=30):
     """Converge the spectral-norm power iterations after changing weights, then freeze them (eval mode)."""
     t.train()
@@ -498,3 +508,44 @@ def test_iresnet_series_log_det_reuses_the_forward_pass_in_training():
     y = block(x)
     ld = block.log_abs_det_jacobian(x, y)
     assert len(calls) == 1 and ld.shape == (5,)
+
+
+# ----------------------------------------------------------------- flows are classes; MAF's batch norm is a module
+
+@pytest.mark.parametrize("make", [lambda: F.NICE(2, num_couplings=1, hidden=(4,)),
+                                  lambda: F.RealNVP(2, num_couplings=1, hidden=(4,)),
+                                  lambda: F.MAF(2, num_layers=1, hidden=(4,)),
+                                  lambda: F.IResNet(2, num_blocks=1, hidden=(4,)),
+                                  lambda: F.Glow((1, 4, 4), levels=1, steps=1, hidden=4),
+                                  lambda: F.MultiScaleRealNVP((1, 4, 4), num_scales=1, hidden=4, couplings=1)])
+def test_flows_are_classes_named_in_their_repr(make):
+    flow = make()
+    assert isinstance(flow, F.FlowModel) and type(flow) is not F.FlowModel
+    assert repr(flow).startswith(type(flow).__name__ + "(")
+
+
+def test_maf_batch_norm_is_registered_trained_saved_and_switched_to_eval():
+    torch.manual_seed(0)
+    plain, normed = F.MAF(3, num_layers=3, hidden=(8,)), F.MAF(3, num_layers=3, hidden=(8,), batch_norm=True)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(normed) == count(plain) + 2 * (2 * 3)  # gamma and beta of the two batch norms
+    keys = normed.state_dict().keys()
+    assert sum(k.endswith("moving_mean") for k in keys) == 2 and sum(k.endswith("moving_variance") for k in keys) == 2
+    x = torch.randn(256, 3) * 2 + 1
+    r = pyro_dgm.fit(normed.model, None, x, epochs=3, batch_size=64, lr=1e-2, progress=False)
+    bns = [m for m in normed.modules() if isinstance(m, F.NormalizingBatchNorm)]
+    assert all(not bn.training for bn in bns)  # fit leaves the model in eval mode
+    assert all(not torch.allclose(bn.moving_mean, torch.zeros(3)) for bn in bns)  # running statistics moved
+    assert any(not torch.allclose(bn.gamma, torch.ones(3)) for bn in bns)  # gamma trained
+    assert r.losses["model"][-1] < r.losses["model"][0]
+    # in eval mode one example's density does not depend on the rest of its batch
+    alone = normed.log_prob(x[:1])
+    together = normed.log_prob(x[:50])[:1]
+    assert torch.allclose(alone, together, atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.data(), st.integers(0, 2**16))
+def test_normalizing_batchnorm_log_det_matches_autograd(data, seed):
+    t, x = normalizing_batchnorm(data.draw, seed)
+    check_transform(t, x)

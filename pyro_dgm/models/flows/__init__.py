@@ -12,7 +12,7 @@ from .dequantization import LogitTransform, UniformDequantization, discrete_bits
 from .glow import ActNorm, ChannelAffineCoupling, Glow, InvertibleConv1x1
 from .iaf import ConditionalIAF, IAFVAE
 from .iresnet import IResNet, InvertibleResidual
-from .maf import MAF, MaskedAffineAutoregressive
+from .maf import MAF, MaskedAffineAutoregressive, NormalizingBatchNorm
 from .multiscale import FactorOut, Squeeze
 from .nice import NICE, AdditiveCoupling, DiagonalScaling, alternating_mask
 from .realnvp import MaskedAffineCoupling, MultiScaleRealNVP, RealNVP, channel_mask, checkerboard_mask
@@ -23,7 +23,7 @@ __all__ = [
     "MaskedAffineCoupling", "RealNVP", "MultiScaleRealNVP", "checkerboard_mask", "channel_mask",
     "Squeeze", "FactorOut",
     "ActNorm", "InvertibleConv1x1", "ChannelAffineCoupling", "Glow",
-    "MaskedAffineAutoregressive", "MAF", "ConditionalIAF", "IAFVAE",
+    "MaskedAffineAutoregressive", "NormalizingBatchNorm", "MAF", "ConditionalIAF", "IAFVAE",
     "InvertibleResidual", "IResNet",
     "LogitTransform", "UniformDequantization", "discrete_bits_per_dim",
 ]

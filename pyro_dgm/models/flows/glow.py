@@ -145,8 +145,7 @@ def _glow_level(shape, levels, steps, hidden):
     return parts + [Squeeze().inv]
 
 
-def Glow(shape=(1, 8, 8), levels: int = 2, steps: int = 4, hidden: int = 32,
-         logit: float | None = 0.05) -> FlowModel:
+class Glow(FlowModel):
     """Glow on images ``(C, H, W)``: ``levels`` levels of squeeze, ``steps`` x (ActNorm,
     1x1 conv, affine coupling), and a split that factors out half the channels.
 
@@ -163,17 +162,20 @@ def Glow(shape=(1, 8, 8), levels: int = 2, steps: int = 4, hidden: int = 32,
     Reference: D. P. Kingma, P. Dhariwal. Glow: Generative Flow with
     Invertible 1x1 Convolutions. NeurIPS 2018, arXiv:1807.03039.
     """
-    shape = as_shape(shape, "shape")
-    if len(shape) != 3:
-        raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
-    for name, value in (("levels", levels), ("steps", steps)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    if shape[1] % 2 ** levels or shape[2] % 2 ** levels:
-        raise ValueError(f"levels: {levels} levels need height and width divisible by {2 ** levels}, "
-                         f"got {tuple(shape)}")
-    parts = [LogitTransform(logit)] if logit is not None else []
-    return FlowModel(shape, parts + _glow_level(tuple(shape), levels, steps, hidden))
+
+    def __init__(self, shape=(1, 8, 8), levels: int = 2, steps: int = 4, hidden: int = 32,
+                 logit: float | None = 0.05):
+        shape = as_shape(shape, "shape")
+        if len(shape) != 3:
+            raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
+        for name, value in (("levels", levels), ("steps", steps)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if shape[1] % 2 ** levels or shape[2] % 2 ** levels:
+            raise ValueError(f"levels: {levels} levels need height and width divisible by {2 ** levels}, "
+                             f"got {tuple(shape)}")
+        parts = [LogitTransform(logit)] if logit is not None else []
+        super().__init__(shape, parts + _glow_level(tuple(shape), levels, steps, hidden))
 
 
 @register_model("glow", family="flow", data_kinds=("continuous",),

@@ -165,8 +165,7 @@ class InvertibleResidual(TransformModule):
         return bound
 
 
-def IResNet(dim: int, num_blocks: int = 4, hidden=(64, 64), coeff: float = 0.9, logit: float | None = None,
-            **block_options) -> FlowModel:
+class IResNet(FlowModel):
     """An i-ResNet flow on vectors: ``num_blocks`` x (ActNorm, :class:`InvertibleResidual`).
 
     Example::
@@ -176,12 +175,15 @@ def IResNet(dim: int, num_blocks: int = 4, hidden=(64, 64), coeff: float = 0.9, 
         >>> flow.log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
     """
-    count("dim", dim)
-    count("num_blocks", num_blocks)
-    parts = [LogitTransform(logit)] if logit is not None else []
-    for _ in range(num_blocks):
-        parts += [ActNorm(dim, event_dim=1), InvertibleResidual(dim, hidden, coeff, **block_options)]
-    return FlowModel(dim, parts)
+
+    def __init__(self, dim: int, num_blocks: int = 4, hidden=(64, 64), coeff: float = 0.9, logit: float | None = None,
+                 **block_options):
+        count("dim", dim)
+        count("num_blocks", num_blocks)
+        parts = [LogitTransform(logit)] if logit is not None else []
+        for _ in range(num_blocks):
+            parts += [ActNorm(dim, event_dim=1), InvertibleResidual(dim, hidden, coeff, **block_options)]
+        super().__init__(dim, parts)
 
 
 @register_model("iresnet", family="flow", data_kinds=("continuous", "points"),

@@ -13,7 +13,7 @@ from .dequantization import LogitTransform
 from .nice import _flat_dim, _logit_for
 from ...inference.checks import count
 
-__all__ = ["MaskedAffineAutoregressive", "MAF"]
+__all__ = ["MaskedAffineAutoregressive", "NormalizingBatchNorm", "MAF"]
 
 
 class MaskedAffineAutoregressive(ScoredOnce, AffineAutoregressive):
@@ -54,13 +54,48 @@ class MaskedAffineAutoregressive(ScoredOnce, AffineAutoregressive):
         return x
 
 
-def MAF(dim: int, num_layers: int = 5, hidden=(256, 256), batch_norm: bool = False,
-        logit: float | None = None) -> FlowModel:
+class NormalizingBatchNorm(BatchNorm):
+    """Pyro's :class:`~pyro.distributions.transforms.BatchNorm` turned around, for a normalizing flow.
+
+    Pyro's BatchNorm is written in the sampling direction (noise to data),
+    and normalizes with batch statistics in its *inverse*. A flow here is
+    written data to noise, so this transform's forward is BatchNorm's inverse
+    (batch mean and variance in training, the moving averages in eval):
+
+    .. math:: u = \gamma \frac{x - \mu_B}{\sqrt{\sigma_B^2 + \epsilon}} + \beta, \qquad
+              \log\left|\frac{\partial u}{\partial x}\right| = \sum_i \log\gamma_i - \tfrac12 \log(\sigma^2_{B,i} + \epsilon)
+
+    (Papamakarios et al., 2017, sec. 3.4). ``BatchNorm(dim).inv`` would do the
+    same arithmetic, but it is a torch ``_InverseTransform``, not a module:
+    a module list skips it, so its parameters and running statistics would be
+    neither trained, saved nor switched to eval.
+
+    Example::
+
+        >>> import torch
+        >>> bn = NormalizingBatchNorm(2).eval()
+        >>> x = torch.randn(4, 2)
+        >>> torch.allclose(bn.inv(bn(x)), x, atol=1e-5)
+        True
+    """
+
+    def _call(self, x):
+        return super()._inverse(x)
+
+    def _inverse(self, y):
+        return super()._call(y)
+
+    def log_abs_det_jacobian(self, x, y):
+        # BatchNorm's own log-det is log |dx/dy| of its sampling direction, with the variance of the data side.
+        return -super().log_abs_det_jacobian(y, x)
+
+
+class MAF(FlowModel):
     """A masked autoregressive flow of ``num_layers`` MADE layers on vectors of size ``dim``.
 
     Successive layers reverse the autoregressive order. With ``batch_norm``,
-    Pyro's :class:`~pyro.distributions.transforms.BatchNorm` sits between
-    layers (Papamakarios et al., 2017, sec. 3.4).
+    a :class:`NormalizingBatchNorm` sits between layers (Papamakarios et al.,
+    2017, sec. 3.4): trained, saved and switched to eval with the model.
 
     Example::
 
@@ -69,16 +104,19 @@ def MAF(dim: int, num_layers: int = 5, hidden=(256, 256), batch_norm: bool = Fal
         >>> flow.log_prob(torch.zeros(4, 3)).shape
         torch.Size([4])
     """
-    count("dim", dim, 2)
-    count("num_layers", num_layers)
-    order = torch.arange(dim)
-    parts = [LogitTransform(logit)] if logit is not None else []
-    for i in range(num_layers):
-        if batch_norm and i > 0:
-            parts.append(BatchNorm(dim).inv)
-        perm = order if i % 2 == 0 else order.flip(0)
-        parts.append(MaskedAffineAutoregressive(AutoRegressiveNN(dim, list(hidden), permutation=perm)))
-    return FlowModel(dim, parts)
+
+    def __init__(self, dim: int, num_layers: int = 5, hidden=(256, 256), batch_norm: bool = False,
+                 logit: float | None = None):
+        count("dim", dim, 2)
+        count("num_layers", num_layers)
+        order = torch.arange(dim)
+        parts = [LogitTransform(logit)] if logit is not None else []
+        for i in range(num_layers):
+            if batch_norm and i > 0:
+                parts.append(NormalizingBatchNorm(dim))
+            perm = order if i % 2 == 0 else order.flip(0)
+            parts.append(MaskedAffineAutoregressive(AutoRegressiveNN(dim, list(hidden), permutation=perm)))
+        super().__init__(dim, parts)
 
 
 @register_model("maf", family="flow", data_kinds=("continuous", "points"),

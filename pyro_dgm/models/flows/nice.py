@@ -123,7 +123,7 @@ class DiagonalScaling(TransformModule):
         return self.log_scale.sum().expand(x.shape[:x.dim() - self._event_dim])
 
 
-def NICE(dim: int, num_couplings: int = 4, hidden=(256, 256), logit: float | None = None) -> FlowModel:
+class NICE(FlowModel):
     """NICE on vectors of size ``dim``: ``num_couplings`` additive couplings with
     alternating (even/odd) partitions, then the diagonal scaling.
 
@@ -143,11 +143,13 @@ def NICE(dim: int, num_couplings: int = 4, hidden=(256, 256), logit: float | Non
         >>> flow.log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
     """
-    count("dim", dim, 2)
-    count("num_couplings", num_couplings)
-    parts = [LogitTransform(logit)] if logit is not None else []
-    parts += [AdditiveCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, dim)) for i in range(num_couplings)]
-    return FlowModel(dim, parts + [DiagonalScaling(dim)])
+
+    def __init__(self, dim: int, num_couplings: int = 4, hidden=(256, 256), logit: float | None = None):
+        count("dim", dim, 2)
+        count("num_couplings", num_couplings)
+        parts = [LogitTransform(logit)] if logit is not None else []
+        parts += [AdditiveCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, dim)) for i in range(num_couplings)]
+        super().__init__(dim, parts + [DiagonalScaling(dim)])
 
 
 def _logit_for(data_kind):

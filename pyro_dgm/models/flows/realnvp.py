@@ -101,7 +101,7 @@ class MaskedAffineCoupling(Remembered, MaskedCoupling):
         return x
 
 
-def RealNVP(dim: int, num_couplings: int = 6, hidden=(256, 256), logit: float | None = None) -> FlowModel:
+class RealNVP(FlowModel):
     """RealNVP on vectors: affine couplings with alternating (even/odd) masks.
 
     Args:
@@ -117,12 +117,14 @@ def RealNVP(dim: int, num_couplings: int = 6, hidden=(256, 256), logit: float | 
         >>> flow.sample(4).shape
         torch.Size([4, 2])
     """
-    count("dim", dim, 2)
-    count("num_couplings", num_couplings)
-    parts = [LogitTransform(logit)] if logit is not None else []
-    parts += [MaskedAffineCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, 2 * dim))
-              for i in range(num_couplings)]
-    return FlowModel(dim, parts)
+
+    def __init__(self, dim: int, num_couplings: int = 6, hidden=(256, 256), logit: float | None = None):
+        count("dim", dim, 2)
+        count("num_couplings", num_couplings)
+        parts = [LogitTransform(logit)] if logit is not None else []
+        parts += [MaskedAffineCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, 2 * dim))
+                  for i in range(num_couplings)]
+        super().__init__(dim, parts)
 
 
 def _coupling(mask, hidden):
@@ -142,8 +144,7 @@ def _scale(shape, num_scales, hidden, couplings):
     return parts + [FactorOut(inner, keep=2 * c), Squeeze().inv]
 
 
-def MultiScaleRealNVP(shape=(1, 8, 8), num_scales: int = 2, hidden: int = 32, couplings: int = 3,
-                      logit: float | None = 0.05) -> FlowModel:
+class MultiScaleRealNVP(FlowModel):
     """RealNVP's multi-scale architecture on images ``(C, H, W)`` (Dinh et al., 2017, sec. 3.6).
 
     Each scale but the last: ``couplings`` checkerboard couplings, squeeze,
@@ -159,15 +160,18 @@ def MultiScaleRealNVP(shape=(1, 8, 8), num_scales: int = 2, hidden: int = 32, co
         >>> flow.log_prob(torch.rand(2, 1, 4, 4)).shape
         torch.Size([2])
     """
-    shape = as_shape(shape, "shape")
-    if len(shape) != 3:
-        raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
-    count("num_scales", num_scales)
-    if shape[1] % 2 ** (num_scales - 1) or shape[2] % 2 ** (num_scales - 1):
-        raise ValueError(f"num_scales: {num_scales} scales need height and width divisible by "
-                         f"{2 ** (num_scales - 1)}, got {tuple(shape)}")
-    parts = [LogitTransform(logit)] if logit is not None else []
-    return FlowModel(shape, parts + _scale(tuple(shape), num_scales, hidden, couplings))
+
+    def __init__(self, shape=(1, 8, 8), num_scales: int = 2, hidden: int = 32, couplings: int = 3,
+                 logit: float | None = 0.05):
+        shape = as_shape(shape, "shape")
+        if len(shape) != 3:
+            raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
+        count("num_scales", num_scales)
+        if shape[1] % 2 ** (num_scales - 1) or shape[2] % 2 ** (num_scales - 1):
+            raise ValueError(f"num_scales: {num_scales} scales need height and width divisible by "
+                             f"{2 ** (num_scales - 1)}, got {tuple(shape)}")
+        parts = [LogitTransform(logit)] if logit is not None else []
+        super().__init__(shape, parts + _scale(tuple(shape), num_scales, hidden, couplings))
 
 
 @register_model("realnvp", family="flow", data_kinds=("continuous", "points"),
