@@ -468,31 +468,16 @@ def cmd_evaluate(args):
 
 
 def _likelihood(spec, dspec, module, x, args):
-    """(result dict, how it was computed) for every family that has a density."""
+    """(result dict, how it was computed) for every family that has a density: pyro_dgm.evaluate's dispatch."""
     from .evaluation import evaluate
 
-    if spec.family == "score":
-        from .inference import VESDE, probability_flow_nll
-        from .inference.score_based import score_field_of
-
-        field = score_field_of(module.model, x[:2])
-        sde = field.sde
-        if sde is None:  # a noise ladder: the VE SDE through the same range of sigmas
-            sde = VESDE(float(field.sigmas.min()), float(field.sigmas.max()))
-        res = probability_flow_nll(module.model, x, sde=sde, num_levels=NUM_LEVELS.get(dspec.name), seed=args.seed)
-        return res, f"probability-flow ODE of {type(sde).__name__}"
-    if spec.family == "ebm":
-        if tuple(x.shape[1:]) != (2,):
-            raise UsageError("evaluate: an EBM's log Z is integrated on a grid in 2-D only; in higher "
-                             "dimensions estimate it with pyro_dgm.partition.ais_log_partition")
-        from .partition import grid_log_partition
-
-        log_z = grid_log_partition(module.energy, bounds=6.0, num_points=500)
-        return evaluate(module.model, x, log_normalizer=log_z), f"log Z {log_z:.3f} on a 500x500 grid"
+    if spec.family == "ebm" and tuple(x.shape[1:]) != (2,):
+        raise UsageError("evaluate: an EBM's log Z is integrated on a grid in 2-D only; in higher "
+                         "dimensions estimate it with pyro_dgm.evaluate(..., log_normalizer='ais')")
     guide = getattr(module, "guide", None)
     res = evaluate(module.model, x, guide=guide, num_particles=args.num_particles if guide else 1, seed=args.seed,
-                   num_levels=NUM_LEVELS.get(dspec.name))
-    return res, f"IWAE, K={res['num_particles']}" if guide else "exact"
+                   num_levels=NUM_LEVELS.get(dspec.name), log_normalizer="grid" if spec.family == "ebm" else None)
+    return res, res["method"]
 
 
 def _sample_quality(module, x, kind):

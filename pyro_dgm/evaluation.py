@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 
@@ -18,7 +19,7 @@ from .programs import (data_plate, device_of, global_latents, latent_sites, modu
                        split_batch, trace_program)
 
 __all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "pointwise_log_likelihood",
-           "to_bits_per_dim", "eval_mode"]
+           "estimate_log_normalizer", "to_bits_per_dim", "eval_mode"]
 
 
 def to_bits_per_dim(nll_nats: float, dims: int) -> float:
@@ -108,11 +109,56 @@ def _refuse_unscorable(fn):
 
     if isinstance(fn, UnnormalizedDistribution):
         raise ValueError("log_normalizer: the data site holds an unnormalized density (an EBM), whose log Z is "
-                         "unknown; estimate it (pyro_dgm.partition.grid_log_partition for 2-D data, "
-                         "ais_log_partition otherwise) and pass log_normalizer=")
+                         "unknown; pass log_normalizer= (a number, or 'grid' for 2-D data, 'ais' otherwise, to "
+                         "estimate it: pyro_dgm.partition)")
     if isinstance(fn, ScoreField):
         raise ValueError("model: the data site holds a score field, which has no density to evaluate here; "
-                         "use pyro_dgm.inference.probability_flow_nll")
+                         "pyro_dgm.evaluate scores it by its probability flow")
+
+
+def estimate_log_normalizer(fn, x: torch.Tensor, method: str) -> tuple[float, str]:
+    """``(log Z, how)`` of an unnormalized density at the data site: ``"grid"`` (2-D) or ``"ais"``.
+
+    The grid covers the data with a margin (500 points a side); AIS anneals
+    from a Gaussian fitted to ``x`` (256 chains, 500 temperatures).
+    """
+    from . import partition
+    from .inference.contrastive import FittedGaussian
+
+    flat = x.reshape(x.shape[0], -1)
+    if method == "grid":
+        if flat.shape[1] != 2:
+            raise ValueError(f"log_normalizer: 'grid' integrates 2-D densities; this data has {flat.shape[1]} "
+                             "dimensions: use 'ais'")
+        bounds = max(4.0, 1.25 * float(flat.abs().max()))
+        log_z = partition.grid_log_partition(fn.energy, bounds=bounds, num_points=500, device=x.device)
+        return log_z, f"log Z {log_z:.3f} on a 500x500 grid over [-{bounds:.2f}, {bounds:.2f}]^2"
+    if method == "ais":
+        base = FittedGaussian(x).to(x.device)
+        est = partition.ais_log_partition(fn.energy, dist.Normal(base.loc, base.scale).to_event(x.dim() - 1))
+        return est.log_z, f"AIS log Z {est.log_z:.3f} +- {est.stderr:.3f} (ESS {est.ess:.0f})"
+    raise ValueError(f"log_normalizer: expected a number, 'grid' or 'ais', got {method!r}")
+
+
+def _score_field_result(model, data, fn, num_levels, seed):
+    from .inference import VESDE, probability_flow_nll
+
+    sde = fn.sde
+    if sde is None:  # a noise ladder: the VE SDE through the same range of sigmas
+        sde = VESDE(float(fn.sigmas.min()), float(fn.sigmas.max()))
+    res = probability_flow_nll(model, data, sde=sde, num_levels=num_levels, seed=seed)
+    return {**res, "method": f"probability-flow ODE of {type(sde).__name__}"}
+
+
+def _implicit_result(model, data, site):
+    """An implicit model (a GAN): no density; MMD^2 between its samples and the data."""
+    from . import metrics
+    from .programs import sample_program
+
+    samples = sample_program(model, data.shape[0], site, like=data)
+    flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
+    return {"mmd2": metrics.mmd2(flat(samples), flat(data)), "num_examples": data.shape[0],
+            "method": "MMD^2 between model samples and the data (an implicit model has no density)"}
 
 
 @contextlib.contextmanager
@@ -126,6 +172,35 @@ def eval_mode(modules):
     finally:
         for m, mode in modes:
             m.train(mode)
+
+
+def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles):
+    """A finished result for score fields and implicit models; else ``(log Z or None, how)``."""
+    from .distributions import ScoreField, UnnormalizedDistribution
+
+    x, args = split_batch(next(iter(_batches(data, 500, dev))))
+    with torch.no_grad():
+        trace = trace_program(model, x, *args)
+    name = resolve_site(trace, x, site, args)
+    fn = trace.nodes[name]["fn"]
+    if isinstance(fn, ScoreField) and isinstance(data, torch.Tensor):
+        return _score_field_result(model, data.to(dev), fn, num_levels, seed)
+    if guide is None and latent_sites(trace) and _implicit(fn) and isinstance(data, torch.Tensor):
+        with torch.no_grad():
+            return _implicit_result(model, data.to(dev), name)
+    if isinstance(fn, UnnormalizedDistribution) and isinstance(log_normalizer, str):
+        full = data.to(dev) if isinstance(data, torch.Tensor) else x
+        return estimate_log_normalizer(fn, full, log_normalizer)
+    if log_normalizer is not None:
+        return float(log_normalizer), "exact energy, given log Z"
+    if guide is None:
+        return None, "exact"
+    return None, f"IWAE, K={num_particles}"
+
+
+def _implicit(fn) -> bool:
+    """A data site with no usable density (a GAN's Delta at G(z))."""
+    return isinstance(fn, dist.Delta) or getattr(getattr(fn, "base_dist", None), "__class__", None) is dist.Delta
 
 
 def _event_dims(model, x):
@@ -165,6 +240,20 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     ``bits_per_dim_discrete``, the bits per dimension of the discrete data.
     Batches that are tuples ``(x, y, ...)`` call ``model(x, y, ...)``.
 
+    This is the one way to score any model; it dispatches on the
+    distribution at the data site:
+
+    * an exact density, with or without a guide: as above;
+    * an unnormalized density (an EBM): ``log_normalizer`` is required, a
+      number or ``"grid"`` / ``"ais"`` to estimate it
+      (:func:`estimate_log_normalizer`);
+    * a score field: its probability-flow ODE likelihood
+      (:func:`pyro_dgm.inference.probability_flow_nll`);
+    * an implicit model (latent sites, no guide, no density at the data site:
+      a GAN): sample metrics instead (``mmd2``), for tensor data.
+
+    The result has a ``method`` entry saying which.
+
     Returns a dict: ``nll`` (nats per example), ``nll_stderr`` (standard error
     over examples), ``bits_per_dim``, ``num_examples``, ``num_particles``
     (and ``bits_per_dim_discrete``).
@@ -185,6 +274,13 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     if seed is not None:
         torch.manual_seed(seed)
     dev = torch.device(device) if device is not None else device_of(model)
+    with _validation(False), eval_mode(modules_of(model, guide)):  # the probability flow needs gradients
+        special = _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles)
+    if isinstance(special, dict):
+        return special
+    log_normalizer, how = special
+    if seed is not None:  # the dispatch's trace drew from the RNG: the estimate starts from the seed itself
+        torch.manual_seed(seed)
     values, dims = [], None
     with torch.no_grad(), _validation(False), eval_mode(modules_of(model, guide)):
         for batch in _batches(data, batch_size, dev):
@@ -200,7 +296,9 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     mean = float(nll.mean())
     stderr = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
     out = {"nll": mean, "nll_stderr": stderr, "bits_per_dim": to_bits_per_dim(mean, dims),
-           "num_examples": nll.numel(), "num_particles": num_particles}
+           "num_examples": nll.numel(), "num_particles": num_particles, "method": how}
+    if log_normalizer is not None:
+        out["log_normalizer"] = float(log_normalizer)
     if num_levels is not None:
         out["bits_per_dim_discrete"] = out["bits_per_dim"] + math.log2(num_levels)
     return out

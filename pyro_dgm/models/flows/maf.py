@@ -62,8 +62,8 @@ class NormalizingBatchNorm(BatchNorm):
     written data to noise, so this transform's forward is BatchNorm's inverse
     (batch mean and variance in training, the moving averages in eval):
 
-    .. math:: u = \gamma \frac{x - \mu_B}{\sqrt{\sigma_B^2 + \epsilon}} + \beta, \qquad
-              \log\left|\frac{\partial u}{\partial x}\right| = \sum_i \log\gamma_i - \tfrac12 \log(\sigma^2_{B,i} + \epsilon)
+    .. math:: u = \\gamma \\frac{x - \\mu_B}{\\sqrt{\\sigma_B^2 + \\epsilon}} + \\beta, \\qquad
+              \\log\\left|\\frac{\\partial u}{\\partial x}\\right| = \\sum_i \\log\\gamma_i - \\tfrac12 \\log(\\sigma^2_{B,i} + \\epsilon)
 
     (Papamakarios et al., 2017, sec. 3.4). ``BatchNorm(dim).inv`` would do the
     same arithmetic, but it is a torch ``_InverseTransform``, not a module:
