@@ -23,7 +23,7 @@ DIM, BATCH, LAYERS, HIDDEN = 64, 256, 5, [256, 256]
 
 
 def pyro_dgm_step():
-    from pyro_dgm.fit import _validation
+    from pyro_dgm.runtime import validation as _validation
     from pyro_dgm.inference import MaximumLikelihood
     from pyro_dgm.models.flows import MAF
 

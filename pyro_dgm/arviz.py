@@ -32,8 +32,8 @@ import xarray as xr
 from pyro import poutine
 
 from .distributions import UnnormalizedDistribution
-from .evaluation import _in_plate, _refuse_unscorable, eval_mode, per_example_log_prob, pointwise_log_likelihood
-from .fit import _validation, on_device
+from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood
+from .runtime import eval_mode, on_device, validation
 from .inference.checks import count
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
                        resolve_site, sample_program, split_batch, trace_program)
@@ -288,7 +288,7 @@ def to_arviz(model, guide=None, data=None, num_samples: int = 100, *, num_partic
     if seed is not None:
         torch.manual_seed(seed)
     n = x.shape[0]
-    with torch.no_grad(), _validation(False), eval_mode(modules_of(model, guide)):
+    with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
         trace = trace_program(model, x, *args)
         site = resolve_site(trace, x, site)
         _check_scorable(trace.nodes[site]["fn"], log_normalizer)
@@ -354,7 +354,7 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
     count("batch_size", batch_size)
     x, args = _batch(data, device_of(model))
     out = []
-    with torch.no_grad(), _validation(False), eval_mode(modules_of(model, guide)):
+    with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size]
             ab = tuple(a[start:start + batch_size] if isinstance(a, torch.Tensor) and a.dim() else a for a in args)

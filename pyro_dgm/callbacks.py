@@ -7,8 +7,7 @@ import math
 
 import torch
 
-from .evaluation import eval_mode
-from .fit import _validation, on_device
+from .runtime import eval_mode, on_device, validation
 from .programs import split_batch
 from .inference.checks import count
 
@@ -26,7 +25,7 @@ def validation_loss(objective, data, batch_size: int = 500, group: str | None = 
     x_all, rest = split_batch(data)
     total, n, saved_args = 0.0, 0, objective.args
     try:
-        with torch.no_grad(), _validation(False), eval_mode(objective.param_groups()[group]):
+        with torch.no_grad(), validation(False), eval_mode(objective.param_groups()[group]):
             for i in range(0, x_all.shape[0], batch_size):
                 x = x_all[i:i + batch_size]
                 objective.args = tuple(a[i:i + batch_size] if isinstance(a, torch.Tensor) and a.dim() else a

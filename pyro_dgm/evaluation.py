@@ -6,14 +6,13 @@ All numbers are in nats per example; ``bits_per_dim`` divides by
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .fit import _validation, on_device
+from .runtime import eval_mode, on_device, validation
 from .inference.checks import count, expected_event_shape
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, resolve_site, sample_sites,
                        split_batch, trace_program)
@@ -161,19 +160,6 @@ def _implicit_result(model, data, site):
             "method": "MMD^2 between model samples and the data (an implicit model has no density)"}
 
 
-@contextlib.contextmanager
-def eval_mode(modules):
-    """Modules in eval mode inside (a MADE's ensemble, batch norm's running statistics), restored after."""
-    modes = [(m, m.training) for m in modules]
-    try:
-        for m, _ in modes:
-            m.eval()
-        yield
-    finally:
-        for m, mode in modes:
-            m.train(mode)
-
-
 def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles):
     """A finished result for score fields and implicit models; else ``(log Z or None, how)``."""
     from .distributions import ScoreField, UnnormalizedDistribution
@@ -274,7 +260,7 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     if seed is not None:
         torch.manual_seed(seed)
     dev = torch.device(device) if device is not None else device_of(model)
-    with _validation(False), eval_mode(modules_of(model, guide)):  # the probability flow needs gradients
+    with validation(False), eval_mode(modules_of(model, guide)):  # the probability flow needs gradients
         special = _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles)
     if isinstance(special, dict):
         return special
@@ -282,7 +268,7 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     if seed is not None:  # the dispatch's trace drew from the RNG: the estimate starts from the seed itself
         torch.manual_seed(seed)
     values, dims = [], None
-    with torch.no_grad(), _validation(False), eval_mode(modules_of(model, guide)):
+    with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
         for batch in _batches(data, batch_size, dev):
             x, args = split_batch(batch)
             dims = dims or _event_dims(model, x)

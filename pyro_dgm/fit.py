@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyro
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -27,6 +26,7 @@ from . import checkpoint as ckpt
 from .inference.checks import bounded_support, check_support, count, trace_on_batch
 from .inference.objective import Objective
 from .programs import fit_owns_parameters, minibatch_plate, modules_of, resolve_site, split_batch
+from .runtime import check_finite, on_device, validation
 from .safety import Interrupts, Snapshot, as_training_dtype, check_arguments, exclusive, finite, total_norm
 
 __all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
@@ -104,25 +104,6 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-def on_device(batch, device):
-    """A batch (a tensor, or a tuple ``(x, y, ...)`` whose first item is one) with its tensors on ``device``."""
-    x, args = split_batch(batch)
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"data: batches must be tensors (or tuples whose first item is one), got {type(x).__name__}")
-    x = x.to(device, non_blocking=True)
-    if not args:
-        return x
-    return (x, *(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args))
-
-
-def _check_values(x: torch.Tensor, what: str = "data") -> None:
-    if x.numel() == 0 or x.shape[0] == 0:
-        raise ValueError(f"{what}: is empty (shape {tuple(x.shape)}); expected at least one example")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        n = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{what}: contains {n} NaN or infinite value(s); expected finite numbers")
-
-
 class _Batches:
     """Reproducible batches from a tensor, Dataset or DataLoader.
 
@@ -143,7 +124,7 @@ class _Batches:
             self.batch_size = data.batch_size or 1
         elif isinstance(data, torch.Tensor):
             data = as_training_dtype(data, dtype)
-            _check_values(data)
+            check_finite(data)
             self.dataset, n = data, data.shape[0]
         elif isinstance(data, torch.utils.data.Dataset):
             n = len(data)
@@ -181,7 +162,7 @@ class _Batches:
             if bounded_support(self.site):
                 check_support(self.site, x)  # one pass: a NaN lies outside any bounded support
             else:
-                _check_values(x, "data")
+                check_finite(x, "data")
         return (x, *args) if args else x
 
     def __len__(self):
@@ -353,17 +334,6 @@ def _seed_everything(seed):
     torch.manual_seed(seed)
 
 
-@contextlib.contextmanager
-def _validation(enabled: bool):
-    old = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(enabled)
-    try:
-        with pyro.validation_enabled(enabled):
-            yield
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(old)
-
-
 def _call_callback(cb, hook, state):
     fn = getattr(cb, hook, None)
     if fn is not None:
@@ -517,8 +487,8 @@ def fit(
 
     first = next(iter(batches.epoch(0)))
     x0, args0 = split_batch(first)
-    _check_values(x0, "data")
-    with _validation(True), torch.no_grad():
+    check_finite(x0, "data")
+    with validation(True), torch.no_grad():
         objective, data_node = _prepare(objective, model, guide, x0, args0, site, batches.n)
         batches.watch(data_node)
         groups = {g: list(ms) for g, ms in objective.param_groups().items()}
@@ -607,7 +577,7 @@ def fit(
         m.train()
     running = None
     try:
-        with _validation(False), Interrupts() as interrupts:
+        with validation(False), Interrupts() as interrupts:
             while step < total and not fit_state.stop:
                 for batch in batches.epoch(epoch, skip):
                     x, objective.args = split_batch(batch)
