@@ -41,7 +41,7 @@ from pyro_dgm.data import TOY_STD, load_digits, mode_centers, toy_2d  # noqa: E4
 from pyro_dgm.inference import (ContrastiveDivergence, FlowContrastiveEstimation,  # noqa: E402
                                 NoiseContrastiveEstimation, PersistentContrastiveDivergence, ScoreMatching)
 from pyro_dgm.inference.contrastive import FittedGaussian  # noqa: E402
-from pyro_dgm.inference.samplers import langevin  # noqa: E402
+from pyro_dgm.samplers import langevin  # noqa: E402
 from pyro_dgm.models import EBM, DigitsEnergy, EnergyMLP  # noqa: E402
 from pyro_dgm.partition import ais_log_partition, grid_log_partition, grid_points  # noqa: E402
 

@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from pyro_dgm.inference.samplers import langevin
+from pyro_dgm.samplers import langevin
 
 
 def make_energy():

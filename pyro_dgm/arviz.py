@@ -34,7 +34,7 @@ from pyro import poutine
 from .distributions import UnnormalizedDistribution
 from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood
 from .runtime import eval_mode, on_device, validation
-from .inference.checks import count
+from .checks import count
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
                        resolve_site, sample_program, split_batch, trace_program)
 

@@ -9,7 +9,7 @@ import torch
 
 from .runtime import eval_mode, on_device, validation
 from .programs import split_batch
-from .inference.checks import count
+from .checks import count
 
 __all__ = ["EarlyStopping", "validation_loss"]
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .registry import register_data
-from .inference.checks import count
+from .checks import count
 
 __all__ = [
     "load_digits", "load_digits_labels", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",

@@ -13,7 +13,7 @@ import torch
 from pyro import poutine
 
 from .runtime import eval_mode, on_device, validation
-from .inference.checks import count, expected_event_shape
+from .checks import count, expected_event_shape
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, resolve_site, sample_sites,
                        split_batch, trace_program)
 

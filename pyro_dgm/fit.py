@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .inference.checks import bounded_support, check_support, count, trace_on_batch
+from .checks import bounded_support, check_support, count, trace_on_batch
 from .inference.objective import Objective
 from .programs import fit_owns_parameters, minibatch_plate, modules_of, resolve_site, split_batch
 from .runtime import check_finite, on_device, validation

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from .inference.objective import device_of
-from .inference.samplers import hmc_step, langevin, mala_step
-from .inference.checks import count
+from .samplers import hmc_step, langevin, mala_step
+from .checks import count
 
 __all__ = ["grid_log_partition", "grid_points", "ais_log_partition", "PartitionEstimate"]
 

@@ -22,7 +22,7 @@ import threading
 
 import torch
 
-from .inference.checks import count, positive
+from .checks import count, positive
 
 __all__ = ["check_arguments", "as_training_dtype", "Interrupts", "exclusive", "total_norm", "finite", "Snapshot",
            "FitInterrupted"]

@@ -12,7 +12,7 @@ from pyro_dgm.data import mode_centers, toy_2d
 from pyro_dgm.distributions import UnnormalizedDistribution
 from pyro_dgm.inference import (ContrastiveDivergence, FlowContrastiveEstimation, NoiseContrastiveEstimation,
                                 PersistentContrastiveDivergence, ScoreMatching, trace_program)
-from pyro_dgm.inference.samplers import langevin
+from pyro_dgm.samplers import langevin
 from pyro_dgm.models import EBM, DiagonalGaussian, DigitsEnergy, EnergyMLP
 from pyro_dgm.partition import ais_log_partition, grid_log_partition
 from pyro_dgm.registry import get_model

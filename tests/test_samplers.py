@@ -6,7 +6,7 @@ import arviz as az
 import pytest
 import torch
 
-from pyro_dgm.inference.samplers import SamplerResult, hmc, hmc_step, langevin, mala, mala_step, nuts
+from pyro_dgm.samplers import SamplerResult, hmc, hmc_step, langevin, mala, mala_step, nuts
 
 MU = torch.tensor([1.0, -1.0])
 COV = torch.tensor([[1.0, 0.8], [0.8, 1.0]])

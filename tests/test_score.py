@@ -10,7 +10,7 @@ from torch import nn
 import pyro_dgm
 from pyro_dgm.data import toy_2d
 from pyro_dgm.distributions import ScoreField
-from pyro_dgm.inference.samplers import langevin
+from pyro_dgm.samplers import langevin
 from pyro_dgm.inference.score_based import (
     AnnealedLangevin, DenoisingScoreMatching, Langevin, PredictorCorrector, SDEScoreMatching,
     SlicedScoreMatching, VESDE, VPSDE, geometric_sigmas, max_pairwise_distance, probability_flow_log_prob,

@@ -24,7 +24,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from ..inference.score_based import AnnealedLangevin, PredictorCorrector, _as_sigmas
+from ..samplers import AnnealedLangevin, PredictorCorrector, as_sigmas as _as_sigmas
 
 __all__ = ["ScoreField"]
 

@@ -17,7 +17,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from ..inference.objective import device_of
+from ..programs import device_of
 
 __all__ = ["UnnormalizedDistribution"]
 
@@ -98,6 +98,6 @@ class UnnormalizedDistribution(TorchDistribution):
 
 
 def _default_sampler(x0, log_prob):
-    from ..inference.samplers import langevin
+    from ..samplers import langevin
 
     return langevin(x0, log_prob=log_prob, step_size=1e-2, num_steps=200)

@@ -5,7 +5,7 @@ from .contrastive import (ContrastiveDivergence, FlowContrastiveEstimation, Nois
                           PersistentContrastiveDivergence, ScoreMatching)
 from .likelihood import ELBO, MaximumLikelihood, PyroELBO
 from .objective import Objective, data_site, modules_of, sample_program, trace_program
-from .samplers import hmc, langevin, mala, nuts
+from ..samplers import hmc, langevin, mala, nuts
 from .score_based import (VESDE, VPSDE, AnnealedLangevin, DenoisingScoreMatching, Langevin, PredictorCorrector,
                           SDEScoreMatching, SlicedScoreMatching, geometric_sigmas, probability_flow_nll)
 

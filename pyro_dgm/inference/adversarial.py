@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_batch_shape
+from ..checks import check_batch_shape
 from ..programs import program_modules
 from .objective import Objective
 

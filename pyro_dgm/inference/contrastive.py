@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_program_on_batch, count, positive
+from ..checks import check_program_on_batch, count, positive
 from .objective import Objective, data_site, sample_program
-from .samplers import langevin
+from ..samplers import langevin
 from .score_matching import (denoising_score_matching, exact_score_matching, hutchinson_score_matching,
                              sliced_score_matching)
 
@@ -100,7 +100,7 @@ class ContrastiveDivergence(_EnergyObjective):
     The gradient of the negative log-likelihood is
     :math:`\\nabla_\\theta E_\\theta(x^+) - \\mathbb{E}_{p_\\theta}[\\nabla_\\theta E_\\theta(x^-)]`
     (Hinton, 2002); the expectation is estimated on k steps of Langevin
-    (:func:`~pyro_dgm.inference.samplers.langevin`) started from the data
+    (:func:`~pyro_dgm.samplers.langevin`) started from the data
     (``init="data"``, Hinton's CD-k) or from noise (``init="noise"``, the
     short-run EBM of Nijkamp et al., 2019). The loss, per batch,
 

@@ -7,7 +7,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 
-from .checks import check_program_on_batch
+from ..checks import check_program_on_batch
 from .objective import Objective, latent_sites, sample_sites
 
 __all__ = ["MaximumLikelihood", "ELBO", "PyroELBO", "AnalyticKLEstimator", "refuse_unnormalized"]

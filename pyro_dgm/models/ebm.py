@@ -32,10 +32,10 @@ from ..distributions.unnormalized import UnnormalizedDistribution
 from ..inference.contrastive import (ContrastiveDivergence, FlowContrastiveEstimation,
                                      NoiseContrastiveEstimation, PersistentContrastiveDivergence,
                                      ScoreMatching)
-from ..inference.samplers import langevin
+from ..samplers import langevin
 from ..registry import register_model
 from .baselines import batch_size_of
-from ..inference.checks import count
+from ..checks import count
 from ..programs import announce
 
 __all__ = ["EBM", "EnergyMLP", "DigitsEnergy", "FlowNoise"]

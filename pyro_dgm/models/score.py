@@ -39,7 +39,7 @@ from ..inference.score_based import (DenoisingScoreMatching, PredictorCorrector,
                                      geometric_sigmas)
 from ..registry import register_model
 from .baselines import batch_size_of
-from ..inference.checks import count
+from ..checks import count
 from ..programs import announce
 
 __all__ = ["NCSN", "ScoreMLP", "ScoreUNet", "NoiseEmbedding", "default_score_net"]

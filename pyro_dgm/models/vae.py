@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ..registry import register_model
 from .baselines import batch_size_of
-from ..inference.checks import count
+from ..checks import count
 from ..programs import announce
 
 __all__ = ["VAE", "ConvVAE", "mlp"]

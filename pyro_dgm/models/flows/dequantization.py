@@ -19,7 +19,7 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.distributions import Transform
-from ...inference.checks import count
+from ...checks import count
 
 __all__ = ["LogitTransform", "UniformDequantization", "discrete_bits_per_dim"]
 

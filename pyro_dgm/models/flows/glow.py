@@ -13,7 +13,7 @@ from .core import FlowModel, ScoredOnce, as_shape
 from .dequantization import LogitTransform
 from .multiscale import FactorOut, Squeeze
 from .nets import FlatToImage, conv_net
-from ...inference.checks import count
+from ...checks import count
 
 __all__ = ["ActNorm", "InvertibleConv1x1", "ChannelAffineCoupling", "Glow"]
 

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from ...registry import register_model
 from ..vae import MIN_SCALE, VAE, mlp
-from ...inference.checks import count
+from ...checks import count
 from ...programs import announce
 
 __all__ = ["ConditionalIAF", "IAFVAE"]

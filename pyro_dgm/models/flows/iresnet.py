@@ -26,7 +26,7 @@ from .core import FlowModel
 from .dequantization import LogitTransform
 from .glow import ActNorm
 from .nice import _flat_dim, _logit_for
-from ...inference.checks import count
+from ...checks import count
 
 __all__ = ["InvertibleResidual", "IResNet"]
 

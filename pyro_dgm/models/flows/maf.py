@@ -11,7 +11,7 @@ from ...registry import register_model
 from .core import FlowModel, ScoredOnce
 from .dequantization import LogitTransform
 from .nice import _flat_dim, _logit_for
-from ...inference.checks import count
+from ...checks import count
 
 __all__ = ["MaskedAffineAutoregressive", "NormalizingBatchNorm", "MAF"]
 

@@ -16,7 +16,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
 from .core import Remembered, SequentialFlow
-from ...inference.checks import count
+from ...checks import count
 
 __all__ = ["Squeeze", "FactorOut"]
 

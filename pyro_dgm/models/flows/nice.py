@@ -11,7 +11,7 @@ from ...registry import register_model
 from .core import FlowModel, as_shape
 from .dequantization import LogitTransform
 from .nets import mlp_net
-from ...inference.checks import count
+from ...checks import count
 
 __all__ = ["AdditiveCoupling", "DiagonalScaling", "NICE", "alternating_mask"]
 

@@ -11,7 +11,7 @@ from .dequantization import LogitTransform
 from .multiscale import FactorOut, Squeeze
 from .nets import conv_net, mlp_net
 from .nice import MaskedCoupling, _flat_dim, _logit_for, alternating_mask
-from ...inference.checks import count
+from ...checks import count
 
 __all__ = ["MaskedAffineCoupling", "checkerboard_mask", "channel_mask", "RealNVP", "MultiScaleRealNVP"]
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch.distributions import constraints
 
-from ..programs import data_site, module_of as _module_of, trace_program
+from .programs import data_site, module_of as _module_of, trace_program
 
 
 def positive(name: str, value) -> float:

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from .checks import count
+from ..checks import count
 
 __all__ = ["score_of", "langevin", "mala", "mala_step", "hmc", "hmc_step", "nuts", "SamplerResult"]
 
