@@ -5,7 +5,7 @@
 ['evaluate', 'fit', 'to_arviz']
 """
 
-from . import data, distributions, inference, metrics, models, partition
+from . import data, distributions, inference, metrics, models, partition, samplers
 from .fit import FitResult, FitState, NonFiniteLossError, fit
 from .safety import FitInterrupted
 from .evaluation import evaluate
@@ -14,4 +14,5 @@ from .arviz import compare, to_arviz
 __version__ = "0.1.0"
 
 __all__ = ["fit", "evaluate", "to_arviz", "compare", "FitResult", "FitState", "NonFiniteLossError",
-           "FitInterrupted", "data", "distributions", "inference", "metrics", "models", "partition", "__version__"]
+           "FitInterrupted", "data", "distributions", "inference", "metrics", "models", "partition", "samplers",
+           "__version__"]
