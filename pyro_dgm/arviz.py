@@ -33,7 +33,7 @@ from pyro import poutine
 
 from .distributions import UnnormalizedDistribution
 from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood
-from .runtime import eval_mode, on_device, validation
+from .runtime import batches_of, eval_mode, on_device, repeat_rows, validation
 from .checks import count
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
                        resolve_site, sample_program, split_batch, trace_program)
@@ -160,13 +160,6 @@ def _batch(data, device):
     return split_batch(on_device(data, device))
 
 
-def _repeat(t, k):
-    """``k`` copies of a batch item stacked along the batch dimension (non-tensors unchanged)."""
-    if isinstance(t, torch.Tensor) and t.dim() > 0:
-        return t.repeat(k, *([1] * (t.dim() - 1)))
-    return t
-
-
 def _check_scorable(fn, log_normalizer):
     if log_normalizer is None or not isinstance(fn, UnnormalizedDistribution):
         _refuse_unscorable(fn)
@@ -196,7 +189,7 @@ def _log_lik_given_globals(model, guide, guide_trace, x, args, plate, theta, loc
         model_trace = trace_program(poutine.replay(model, trace=guide_trace), x, *args)
         return per_example_log_prob(model_trace, n, _in_plate(model_trace, plate))
     k = num_particles
-    xk, ak = _repeat(x, k), tuple(_repeat(a, k) for a in args)
+    xk, ak = repeat_rows(x, args, k)
     guide_k = trace_program(poutine.condition(guide, data=theta), xk, *ak)
     model_k = trace_program(poutine.replay(poutine.condition(model, data=theta), trace=guide_k), xk, *ak)
     log_w = (per_example_log_prob(model_k, k * n, _in_plate(model_k, plate))
@@ -223,7 +216,7 @@ def _global_groups(model, guide, x, args, site, plate, names, num_samples, num_p
 def _local_draws(model, guide, x, args, site, num_samples):
     """S draws z_s ~ q(z|x_i) per example (as S copies of the batch) and x ~ p(x|z_s) for each."""
     n = x.shape[0]
-    xr_, ar = _repeat(x, num_samples), tuple(_repeat(a, num_samples) for a in args)
+    xr_, ar = repeat_rows(x, args, num_samples)
     guide_trace = trace_program(guide, xr_, *ar)
     predictive = predictive_trace(model, guide_trace, xr_, ar, site).nodes[site]["value"]
     draws = {}
@@ -352,12 +345,11 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
     """
     count("num_particles", num_particles)
     count("batch_size", batch_size)
-    x, args = _batch(data, device_of(model))
+    _batch(data, device_of(model))  # the same checks of data as to_arviz
     out = []
     with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size]
-            ab = tuple(a[start:start + batch_size] if isinstance(a, torch.Tensor) and a.dim() else a for a in args)
+        for batch in batches_of(data, batch_size, device_of(model)):
+            xb, ab = split_batch(batch)
             out.append(_held_out(model, guide, xb, ab, num_particles, site, log_normalizer))
     return torch.cat(out).double().cpu().numpy()
 

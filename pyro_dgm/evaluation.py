@@ -12,7 +12,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from .runtime import eval_mode, on_device, validation
+from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, resolve_site, sample_sites,
                        split_batch, trace_program)
@@ -53,9 +53,7 @@ def iwae_log_weights(model, guide, x: torch.Tensor, num_particles: int, chunk: i
     b = x.shape[0]
     for start in range(0, num_particles, chunk):
         c = min(chunk, num_particles - start)
-        xr = x.repeat(c, *([1] * (x.dim() - 1)))
-        ar = tuple(a.repeat(c, *([1] * (a.dim() - 1))) if isinstance(a, torch.Tensor) and a.dim() else a
-                   for a in args)
+        xr, ar = repeat_rows(x, args, c)
         guide_trace = trace_program(guide, xr, *ar)
         model_trace = trace_program(poutine.replay(model, trace=guide_trace), xr, *ar)
         log_q = per_example_log_prob(guide_trace, c * b, latent_sites(guide_trace))
@@ -164,7 +162,7 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
     """A finished result for score fields and implicit models; else ``(log Z or None, how)``."""
     from .distributions import ScoreField, UnnormalizedDistribution
 
-    x, args = split_batch(next(iter(_batches(data, 500, dev))))
+    x, args = split_batch(next(iter(batches_of(data, 500, dev))))
     with torch.no_grad():
         trace = trace_program(model, x, *args)
     name = resolve_site(trace, x, site, args)
@@ -192,17 +190,6 @@ def _implicit(fn) -> bool:
 def _event_dims(model, x):
     shape = expected_event_shape(model)
     return math.prod(shape) if shape is not None else math.prod(x.shape[1:])
-
-
-def _batches(data, batch_size, device):
-    if isinstance(data, torch.Tensor):
-        for i in range(0, data.shape[0], batch_size):
-            yield data[i:i + batch_size].to(device)
-    else:
-        loader = data if isinstance(data, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(
-            data, batch_size=batch_size)
-        for batch in loader:
-            yield on_device(batch, device)
 
 
 def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int = 500,
@@ -269,7 +256,7 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         torch.manual_seed(seed)
     values, dims = [], None
     with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
-        for batch in _batches(data, batch_size, dev):
+        for batch in batches_of(data, batch_size, dev):
             x, args = split_batch(batch)
             dims = dims or _event_dims(model, x)
             if log_normalizer is not None:

@@ -13,7 +13,7 @@ import torch
 
 from .programs import split_batch
 
-__all__ = ["validation", "on_device", "check_finite", "eval_mode"]
+__all__ = ["validation", "on_device", "check_finite", "eval_mode", "batches_of", "repeat_rows"]
 
 
 @contextlib.contextmanager
@@ -50,6 +50,34 @@ def check_finite(x: torch.Tensor, what: str = "data") -> None:
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         n = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{what}: contains {n} NaN or infinite value(s); expected finite numbers")
+
+
+def _rows(item, start, stop):
+    return item[start:stop] if isinstance(item, torch.Tensor) and item.dim() > 0 else item
+
+
+def batches_of(data, batch_size: int, device):
+    """Batches of ``data`` on ``device``, in order: a tensor, a tuple ``(x, y, ...)`` of tensors
+    (sliced together), a ``Dataset`` or a ``DataLoader``."""
+    if isinstance(data, (torch.Tensor, tuple, list)):
+        x, _ = split_batch(data)
+        for i in range(0, x.shape[0], batch_size):
+            batch = _rows(data, i, i + batch_size) if isinstance(data, torch.Tensor) else \
+                tuple(_rows(item, i, i + batch_size) for item in data)
+            yield on_device(batch, device)
+        return
+    loader = data if isinstance(data, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(
+        data, batch_size=batch_size)
+    for batch in loader:
+        yield on_device(batch, device)
+
+
+def repeat_rows(x: torch.Tensor, args, k: int):
+    """``k`` copies of a batch stacked along the batch dimension: ``(x, args)`` for K particles at once."""
+    def rep(t):
+        return t.repeat(k, *([1] * (t.dim() - 1))) if isinstance(t, torch.Tensor) and t.dim() > 0 else t
+
+    return rep(x), tuple(rep(a) for a in args)
 
 
 @contextlib.contextmanager

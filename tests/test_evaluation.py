@@ -57,3 +57,19 @@ def test_a_gan_is_scored_by_sample_metrics():
     near = pyro_dgm.evaluate(gen.model, gen.sample(200))
     assert "mmd2" in res and "MMD" in res["method"]
     assert res["mmd2"] > near["mmd2"]  # samples far from the data score worse than the model's own samples
+
+
+def test_a_tuple_of_tensors_is_batched_together():
+    """evaluate((x, y)) calls model(x, y) batch by batch, as fit does with a TensorDataset."""
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x, y):
+        with pyro.plate("data", len(x)):
+            pyro.sample("obs", dist.Normal(x, 1.0), obs=y)
+
+    torch.manual_seed(0)
+    x = torch.randn(7)
+    y = x + torch.randn(7)
+    exact = -dist.Normal(x, 1.0).log_prob(y).mean().item()
+    assert pyro_dgm.evaluate(model, (x, y), batch_size=3)["nll"] == pytest.approx(exact, rel=1e-6)
