@@ -1,4 +1,4 @@
-"""Data sets: scikit-learn's digits (bundled), 2-D toys (generated), MNIST from local files.
+"""Data sets: scikit-learn's digits (bundled), 2-D toys (generated), MNIST and CIFAR-10 from local files.
 
 Nothing is downloaded. Every loader returns float tensors of shape
 ``(N, *event_shape)``; a seed fixes both the split and any randomness.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import pickle
 import struct
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .checks import count
 
 __all__ = [
     "load_digits", "load_digits_labels", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",
-    "load_mnist", "DynamicBinarized", "DIGITS_SPLIT", "split_indices",
+    "load_mnist", "DynamicBinarized", "DIGITS_SPLIT", "split_indices", "load_cifar10", "load_cifar10_labels",
 ]
 
 DIGITS_SPLIT = {"train": (0, 1257), "val": (1257, 1437), "test": (1437, 1797)}
@@ -236,6 +237,131 @@ def load_mnist(data_dir, split: str = "train", binarize: str | None = "static", 
     return x
 
 
+# ---------------------------------------------------------------- CIFAR-10 files
+
+CIFAR_SHAPE = (3, 32, 32)
+CIFAR_LEVELS = 256
+_CIFAR_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+_CIFAR_KINDS = ("continuous", "grey", "levels", "binary")
+
+
+def _numpy_rebuilders() -> dict:
+    """The only globals a pickled CIFAR-10 dict needs: numpy's array and dtype rebuilders.
+
+    Files written by Python 2 name ``numpy.core.multiarray``; numpy 2 writes
+    ``numpy._core``. The functions are taken from numpy's own ``__reduce_ex__``
+    so that no private module is imported.
+    """
+    reconstruct = np.zeros(1).__reduce_ex__(2)[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays; refuses every other global (no code runs)."""
+
+    allowed = _numpy_rebuilders()
+
+    def find_class(self, module, name):
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
+        raise pickle.UnpicklingError(f"refused to load the global {module}.{name}")
+
+
+def _read_cifar_pickle(path: Path):
+    """(uint8 images (n, 3072), int64 labels (n,)) of one batch of the python version."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise ValueError(f"data_dir: {str(path)!r} is not a CIFAR-10 python batch ({err})") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"data_dir: {str(path)!r} holds a {type(batch).__name__}, not a CIFAR-10 batch dict")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    images, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 \
+            or images.shape[1] != 3072 or labels is None or len(labels) != images.shape[0]:
+        raise ValueError(f"data_dir: {str(path)!r} has no uint8 'data' of shape (n, 3072) with n 'labels'")
+    return images, np.asarray(labels, dtype=np.int64)
+
+
+def _read_cifar_bin(path: Path):
+    """(uint8 images (n, 3072), int64 labels (n,)) of one batch of the binary version."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % 3073:
+        raise ValueError(f"data_dir: {str(path)!r} is not a CIFAR-10 binary batch "
+                         f"({raw.size} bytes, not a multiple of 3,073)")
+    records = raw.reshape(-1, 3073)
+    return records[:, 1:], records[:, 0].astype(np.int64)
+
+
+def _cifar_paths(data_dir: Path, split: str):
+    """The batch files of ``split`` and their reader, from the first folder that holds all of them."""
+    stems, looked = _CIFAR_BATCHES[split], []
+    for folder in (data_dir, data_dir / "cifar-10-batches-bin", data_dir / "cifar-10-batches-py"):
+        for suffix, reader in ((".bin", _read_cifar_bin), ("", _read_cifar_pickle)):
+            paths = [folder / (stem + suffix) for stem in stems]
+            if all(p.is_file() for p in paths):
+                return paths, reader
+            looked.append(str(paths[0]) + (" ..." if len(paths) > 1 else ""))
+    raise ValueError(
+        f"data_dir: no CIFAR-10 {split} images found; looked for {', '.join(looked)}. "
+        "pyro_dgm downloads nothing: put the binary version's .bin batches or the python version's "
+        "pickled batches there"
+    )
+
+
+def _read_cifar(data_dir, split):
+    if split not in _CIFAR_BATCHES:
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    if data_dir is None:
+        raise ValueError("data_dir: CIFAR-10 is read from local files; pass the folder that holds them")
+    paths, reader = _cifar_paths(Path(data_dir), split)
+    images, labels = zip(*(reader(p) for p in paths))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_cifar10(data_dir, split: str = "train", kind: str = "continuous", seed: int = 0,
+                 flatten: bool = False) -> torch.Tensor:
+    """CIFAR-10 from files the user already has, shape (N, 3, 32, 32) (or (N, 3072) with ``flatten``).
+
+    Args:
+        data_dir: a folder holding ``data_batch_1.bin`` .. ``data_batch_5.bin`` and
+            ``test_batch.bin`` (the binary version: a label byte and 3,072 pixel
+            bytes per image) or ``data_batch_1`` .. ``data_batch_5`` and
+            ``test_batch`` (the python version, pickled dicts, read without
+            running any code they might name), directly or in the archives'
+            folders ``cifar-10-batches-bin`` / ``cifar-10-batches-py``.
+        split: "train" (the 50,000 images of the five data batches, in order) or "test".
+        kind: "continuous" (uniformly dequantized to [0, 1), a fixed noise
+            draw per ``seed``), "grey" (k / 255), "levels" (the integers
+            0..255 as floats, for discrete outputs) or "binary" (one Bernoulli
+            draw of k / 255 per pixel, fixed by ``seed``, like ``load_mnist``).
+    """
+    if kind not in _CIFAR_KINDS:
+        raise ValueError(f"kind: expected one of {_CIFAR_KINDS}, got {kind!r}")
+    images, _ = _read_cifar(data_dir, split)
+    levels = torch.as_tensor(images).reshape(-1, *CIFAR_SHAPE)
+    g = torch.Generator().manual_seed(int(seed) + {"train": 1, "test": 3}[split])
+    if kind == "continuous":
+        x = dequantize(levels, CIFAR_LEVELS, generator=g)
+    elif kind == "levels":
+        x = levels.to(torch.get_default_dtype())
+    else:
+        x = levels.to(torch.get_default_dtype()) / (CIFAR_LEVELS - 1)
+        x = torch.bernoulli(x, generator=g) if kind == "binary" else x
+    return x.reshape(x.shape[0], -1) if flatten else x
+
+
+def load_cifar10_labels(data_dir, split: str = "train") -> torch.Tensor:
+    """The class (0-9) of each image of ``load_cifar10(data_dir, split)``, in the same order."""
+    return torch.as_tensor(_read_cifar(data_dir, split)[1])
+
+
 # ---------------------------------------------------------------- registry
 
 @register_data("digits", kind="binary", description="sklearn 8x8 digits, binarized at 8 (64 dims)")
@@ -280,3 +406,16 @@ def _register_mnist(name, fashion):
 
 _register_mnist("mnist", False)
 _register_mnist("fashion-mnist", True)
+
+
+@register_data("cifar10", kind="continuous",
+               description="CIFAR-10 from local files, dequantized to [0, 1) (3x32x32, 256 levels)")
+def _cifar10(split="train", seed=0, data_dir=None, image=False):
+    """train: data batches 1-4 (40,000 images); val: data batch 5 (10,000); test: the test batch."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split: expected 'train', 'val' or 'test', got {split!r}")
+    x = load_cifar10(data_dir, "test" if split == "test" else "train", "continuous", seed, flatten=not image)
+    four_batches = x.shape[0] * 4 // 5  # the five data batches are equally large
+    if split == "train":
+        return x[:four_batches]
+    return x[four_batches:] if split == "val" else x
