@@ -109,11 +109,11 @@ def finite_check_ms(x, repeats=200):
 
 def batch_check_ms(x, repeats=200):
     """ms of the checks fit runs on each batch of a DataLoader (finite values, the Bernoulli's support)."""
-    from pyro_dgm.fit import _Batches
+    from pyro_dgm.training.batching import Batches
     from pyro_dgm.programs import trace_program
 
     vae = make_vae()
-    batches = _Batches(torch.utils.data.DataLoader(x, batch_size=B), B, False, False, 0, torch.device("cpu"))
+    batches = Batches(torch.utils.data.DataLoader(x, batch_size=B), B, False, False, 0, torch.device("cpu"))
     batches.watch(trace_program(vae.model, x[:B]).nodes["x"])
     t0 = time.perf_counter()
     for _ in range(repeats):

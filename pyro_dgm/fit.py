@@ -2,8 +2,10 @@
 
 Every model family trains here. An objective (``pyro_dgm.inference``) says
 which losses step which parameter group; ``fit`` owns batching, devices,
-optimizers, schedulers, clipping, mixed precision, progress, callbacks,
-checkpoints and NaN detection.
+optimizers, schedulers, clipping, mixed precision, compilation, progress,
+callbacks, checkpoints, NaN detection and running on several processes
+under ``torchrun``. The pieces live in :mod:`pyro_dgm.training`; this file
+is the order they run in: check the call, set the run up, resume, loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import functools
 import math
 import random
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +24,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .checks import bounded_support, check_support, count, trace_on_batch
+from .checks import trace_on_batch
 from .inference.objective import Objective
 from .programs import fit_owns_parameters, minibatch_plate, modules_of, resolve_site, split_batch
-from .runtime import check_finite, on_device, validation
-from .safety import Interrupts, Snapshot, as_training_dtype, check_arguments, exclusive, finite, total_norm
+from .runtime import check_finite, validation
+from .safety import Interrupts, Snapshot, check_arguments, exclusive, finite, total_norm
+from .training import distributed
+from .training.batching import Batches
+from .training.compiling import compile_options, compiled
+from .training.devices import resolve_device
+from .training.optimizers import build_optimizers, check_optimizer, unique
+from .training.run_state import Progress, checkpoint_of, restore
 
 __all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
 
@@ -81,172 +88,21 @@ class FitResult:
         return first[-1] if first else float("nan")
 
 
-def resolve_device(device) -> torch.device:
-    """Parse ``device`` ("cpu", "cuda", "cuda:1", a torch.device) and check it exists."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device: unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} asked for CUDA, but no CUDA device is available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device: {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"device: {device!r} asked for Apple's MPS, which this machine does not have")
-    elif dev.type != "cpu":
-        raise ValueError(f"device: unsupported device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
-    return dev
+@dataclass
+class _Run:
+    """The parts of one fit run, set up: what the loop steps and what a checkpoint holds."""
 
-
-class _Batches:
-    """Reproducible batches from a tensor, Dataset or DataLoader.
-
-    The order of epoch ``e`` depends only on (``shuffle_seed``, ``e``), so a
-    resumed run sees exactly the batches the interrupted one would have. (For
-    a DataLoader this holds when it shuffles with a ``RandomSampler`` or not
-    at all; a custom sampler keeps its own randomness.)
-    """
-
-    def __init__(self, data, batch_size, shuffle, drop_last, shuffle_seed, device, dtype=torch.float32):
-        self.device, self.shuffle, self.drop_last, self.dtype = device, shuffle, drop_last, dtype
-        self.shuffle_seed, self.loader, self.site = shuffle_seed, None, None
-        if isinstance(data, torch.utils.data.DataLoader):
-            self.loader, self.dataset = data, None
-            n = len(data.dataset) if hasattr(data.dataset, "__len__") else None
-            if n == 0:
-                raise ValueError("data: the DataLoader's dataset is empty; expected at least one example")
-            self.batch_size = data.batch_size or 1
-        elif isinstance(data, torch.Tensor):
-            data = as_training_dtype(data, dtype)
-            check_finite(data)
-            self.dataset, n = data, data.shape[0]
-        elif isinstance(data, torch.utils.data.Dataset):
-            n = len(data)
-            if n == 0:
-                raise ValueError("data: the Dataset is empty; expected at least one example")
-            self.dataset = data
-        else:
-            raise ValueError(
-                f"data: expected a torch.Tensor, Dataset or DataLoader, got {type(data).__name__}"
-            )
-        if self.loader is None:
-            count("batch_size", batch_size)
-            if drop_last and batch_size > n:
-                raise ValueError(
-                    f"batch_size: {batch_size} is larger than the data ({n} examples) with drop_last=True, "
-                    "so no batch would be trained on"
-                )
-            self.batch_size = min(batch_size, n)
-        self.n = n
-
-    def watch(self, site: dict) -> None:
-        """Check the data against the support of the data site's distribution: a tensor data set
-        now, in one pass; batches from a Dataset or DataLoader as they come (with finite values)."""
-        if isinstance(self.dataset, torch.Tensor):
-            if site["value"].shape[1:] == self.dataset.shape[1:]:
-                check_support(site, self.dataset)
-        else:
-            self.site = site
-
-    def _ready(self, batch):
-        batch = on_device(batch, self.device)
-        x, args = split_batch(batch)
-        x = as_training_dtype(x, self.dtype)
-        if self.site is not None:  # batches not checked at setup: finite values and support, each batch
-            if bounded_support(self.site):
-                check_support(self.site, x)  # one pass: a NaN lies outside any bounded support
-            else:
-                check_finite(x, "data")
-        return (x, *args) if args else x
-
-    def __len__(self):
-        if self.loader is not None:
-            return len(self.loader)
-        full, rest = divmod(self.n, self.batch_size)
-        return full if (self.drop_last or rest == 0) else full + 1
-
-    def order(self, epoch):
-        if not self.shuffle:
-            return torch.arange(self.n)
-        g = torch.Generator().manual_seed(int(self.shuffle_seed) * 100_003 + epoch)
-        return torch.randperm(self.n, generator=g)
-
-    def epoch(self, epoch, skip=0):
-        """Yield the batches of ``epoch``, skipping the first ``skip``."""
-        if self.loader is not None:
-            # The loader's shuffle and worker seeds, made functions of (seed, epoch) so that
-            # resume is exact; left alone, each new iterator would draw from the global RNG.
-            seed = int(self.shuffle_seed) * 100_003 + epoch
-            self.loader.generator = torch.Generator().manual_seed(seed)
-            sampler = getattr(self.loader, "sampler", None)
-            if isinstance(sampler, torch.utils.data.RandomSampler):
-                sampler.generator = torch.Generator().manual_seed(seed)
-            for i, batch in enumerate(self.loader):
-                if i >= skip:
-                    yield self._ready(batch)
-            return
-        idx = self.order(epoch)
-        for i in range(skip, len(self)):
-            chunk = idx[i * self.batch_size:(i + 1) * self.batch_size]
-            if isinstance(self.dataset, torch.Tensor):
-                # unshuffled: a view, no copy
-                batch = self.dataset[chunk] if self.shuffle else self.dataset[i * self.batch_size:(i + 1) * self.batch_size]
-            else:
-                batch = torch.utils.data.default_collate([self.dataset[int(j)] for j in chunk])
-            yield self._ready(batch)
-
-
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-               "rmsprop": torch.optim.RMSprop}
-
-
-def _check_optimizer(optimizer):
-    """A torch optimizer class or factory for ``optimizer``, or a ValueError naming it.
-
-    Accepts a name, a ``torch.optim.Optimizer`` subclass, a callable
-    ``(params, lr, **kw)``, or one of Pyro's ``pyro.optim`` wrappers
-    (``pyro.optim.Adam({"lr": 1e-3})``, ``ClippedAdam``): its torch class and
-    options are used for one optimizer per group, as fit builds them.
-    """
-    from pyro.optim import PyroOptim
-    from pyro.optim.lr_scheduler import PyroLRScheduler
-
-    if isinstance(optimizer, str):
-        if optimizer.lower() not in _OPTIMIZERS:
-            raise ValueError(f"optimizer: unknown name {optimizer!r}; expected one of {sorted(_OPTIMIZERS)} "
-                             "or a torch.optim class")
-        return _OPTIMIZERS[optimizer.lower()]
-    if isinstance(optimizer, PyroLRScheduler):
-        raise ValueError("optimizer: a pyro.optim learning-rate scheduler is not an optimizer here; pass "
-                         "optimizer=<torch or pyro.optim optimizer> and scheduler=lambda opt: <torch scheduler>")
-    if isinstance(optimizer, PyroOptim):
-        options = optimizer.pt_optim_args
-        if callable(options):
-            raise ValueError("optimizer: pyro.optim with per-parameter options (a callable) is not supported by "
-                             "fit; give a dict of options, or lr=/optimizer_kwargs= keyed by parameter group")
-        return functools.partial(_from_pyro_optim, optimizer.pt_optim_constructor, dict(options))
-    if isinstance(optimizer, torch.optim.Optimizer):
-        raise ValueError(f"optimizer: got an optimizer instance ({type(optimizer).__name__}); fit builds one "
-                         "per parameter group: pass its class (e.g. torch.optim.Adam) and optimizer_kwargs")
-    if isinstance(optimizer, type) and not issubclass(optimizer, torch.optim.Optimizer):
-        raise ValueError(f"optimizer: {optimizer.__name__} is not a torch.optim.Optimizer")
-    if not callable(optimizer):
-        raise ValueError(f"optimizer: expected a name, a torch.optim class, a pyro.optim optimizer or a "
-                         f"callable (params, lr, **kw) -> Optimizer; got {type(optimizer).__name__}")
-    return optimizer
-
-
-def _from_pyro_optim(constructor, options, params, lr=None, **kwargs):
-    options = {**options, **kwargs}
-    if lr is not None:
-        options["lr"] = lr
-    return constructor(params, **options)
+    objective: Objective
+    batches: Batches
+    modules: list
+    optimizers: dict
+    schedulers: dict
+    callbacks: list
+    settings: dict
+    device: torch.device
+    ranks: distributed.OneProcess
+    checkpoint: Path | None
+    params: dict = field(default_factory=dict)  # {group: [its trainable parameters]}, gathered once
 
 
 def _check_objective(objective):
@@ -289,35 +145,6 @@ def _prepare(objective, model, guide, x, args, site, num_data):
     objective.setup(model, guide, x)
     objective.plate = minibatch_plate(trace, guide, x, args, site, num_data)
     return objective, trace.nodes[site]
-
-
-def _make_optimizer(optimizer, params, lr, kwargs):
-    kwargs = dict(kwargs or {})
-    if lr is None:
-        if isinstance(optimizer, functools.partial) and optimizer.func is _from_pyro_optim:
-            return optimizer(params, **kwargs)  # the pyro.optim options' own lr
-        lr = 1e-3
-    if optimizer in _FUSABLE and "foreach" not in kwargs and "fused" not in kwargs:
-        # The fused kernel updates every tensor in one pass: on a 784-400-20 VAE
-        # its Adam step takes 0.34 ms against 1.13 ms (foreach) and 1.40 ms (the
-        # CPU default). Older torch or unusual parameters fall back to foreach.
-        try:
-            return optimizer(params, lr=lr, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            kwargs["foreach"] = True
-    return optimizer(params, lr=lr, **kwargs)
-
-
-_FUSABLE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
-
-
-def _per_group(value, group, what, groups=()):
-    # A dict is per group only when its keys name groups: {"betas": ...} is one optimizer's options.
-    if isinstance(value, dict) and not set(value).isdisjoint(groups):
-        if group not in value:
-            raise ValueError(f"{what}: no entry for parameter group {group!r} in {sorted(value)}")
-        return value[group]
-    return value
 
 
 def _split_loss(out, group):
@@ -378,6 +205,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume=False,
     progress: bool | None = None,
+    compile=False,
 ) -> FitResult:
     """Train a Pyro program on data with one objective.
 
@@ -414,7 +242,8 @@ def fit(
             group), stepped every epoch or every step (``scheduler_every``).
         clip_grad: clip each group's gradient norm to this value.
         precision: "32", or "bf16" for autocast mixed precision.
-        device: "cpu", "cuda", "cuda:N" or a torch.device.
+        device: "cpu" (the default), "cuda", "cuda:N", "auto" (CUDA when
+            there is a GPU, else the CPU) or a torch.device.
         seed: seeds Python, NumPy and torch, and the data order.
         site: the name of the data site; default ``"x"`` if the model has it,
             else the one observed site whose value is the batch.
@@ -428,6 +257,22 @@ def fit(
             ``checkpoint_every`` steps, at every epoch end and at the end.
         resume: True to continue from ``checkpoint`` if it exists, or a path.
         progress: a tqdm bar; default on when stderr is a terminal.
+        compile: True to ``torch.compile`` the networks the programs call
+            (their ``forward``; the programs stay eager under Pyro's
+            handlers) while fit trains, or a dict of ``torch.compile``
+            options (``{"backend": "aot_eager"}``, ``{"mode": "max-autotune"}``).
+
+    Under ``torchrun --nproc_per_node N`` (or in an initialised process
+    group) the same call trains on N processes: each joins the group (NCCL on
+    CUDA, gloo on the CPU) and trains on its own device (``cuda:LOCAL_RANK``
+    for "cuda" and "auto"), on its shard of the data (every example once per
+    epoch; ``batch_size`` is per process, so N processes at B train as one
+    at N x B). Rank 0's parameters are broadcast after setup (so
+    data-dependent initialisation such as ActNorm's agrees), every group's
+    gradients and losses are averaged, checkpoints are written by rank 0
+    and resumed by every rank (each with its own random state and objective
+    state), the progress bar is rank 0's, a stop or signal on any rank stops
+    all, and callbacks' state (EarlyStopping) is rank 0's after every epoch.
 
     Returns:
         A :class:`FitResult` with the loss history per parameter group.
@@ -454,167 +299,178 @@ def fit(
     """
     if data is None:
         raise ValueError("data: expected a tensor, Dataset or DataLoader, got None")
-    dev = resolve_device(device)
+    ranks, dev = distributed.join(device)
     if epochs is None and steps is None:
         epochs = 10
     check_arguments(epochs=epochs, steps=steps, checkpoint_every=checkpoint_every, lr=lr, clip_grad=clip_grad,
                     precision=precision, scheduler_every=scheduler_every, seed=seed, callbacks=callbacks,
                     shuffle=shuffle, drop_last=drop_last, progress=progress)
-    optimizer = _check_optimizer(optimizer)
+    optimizer = check_optimizer(optimizer)
     objective = _check_objective(objective)
+    compile_with = compile_options(compile)
     if site is not None and not isinstance(site, str):
         raise ValueError(f"site: expected the name of a sample site (a str), got {site!r}")
     bad = [m for m in (modules or []) if not isinstance(m, nn.Module)]
     if bad:
         raise ValueError(f"modules: expected torch.nn.Modules, got {[type(m).__name__ for m in bad]}")
-    ckpt_path = ckpt.check_writable(checkpoint) if checkpoint is not None else None
+    ckpt_path, resume_path = _checkpoint_paths(checkpoint, resume, ranks)
+    if seed is not None:
+        _seed_everything(int(seed))
+    shuffle_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    shuffle_seed = ranks.broadcast(shuffle_seed)
+
+    run = _set_up(model, guide, data, objective, modules, callbacks, ranks, dev, ckpt_path,
+                  batching=(batch_size, shuffle, drop_last, shuffle_seed), site=site,
+                  optimizing=(optimizer, lr, optimizer_kwargs, scheduler))
+    if ranks.world > 1:  # independent noise on each rank (a GAN's z, a VAE's epsilon), seeded
+        _seed_everything((shuffle_seed + 1) * 1_000_003 + ranks.rank)
+    if resume_path is not None and resume_path.exists():
+        progress_at = restore(run, resume_path, ranks, dev)
+    else:
+        progress_at = Progress({g: [] for g in run.optimizers})
+    per_epoch = len(run.batches)
+    total = steps if epochs is None else (epochs * per_epoch if steps is None else min(steps, epochs * per_epoch))
+    show = (sys.stderr.isatty() if progress is None else progress) and ranks.is_main
+    _train(run, progress_at, total, clip_grad=clip_grad, precision=precision, scheduler_every=scheduler_every,
+           checkpoint_every=checkpoint_every, show=show, compile_with=compile_with,
+           programs=modules_of(model, guide))
+    return FitResult(progress_at.losses, progress_at.terms, run.modules, run.objective, progress_at.step,
+                     progress_at.epoch, dev, ckpt_path, run.optimizers)
+
+
+def _checkpoint_paths(checkpoint, resume, ranks):
+    """``(checkpoint path or None, path to resume from or None)``; a ValueError for bad ones on every rank."""
+    problem = None
+    if checkpoint is not None and ranks.is_main:  # one rank probes the folder: probes of several would race
+        try:
+            ckpt.check_writable(checkpoint)
+        except ValueError as err:
+            problem = str(err)
+    problem = ranks.broadcast(problem)
+    if problem is not None:
+        raise ValueError(problem)
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
     resume_path = Path(resume) if isinstance(resume, (str, Path)) else (ckpt_path if resume else None)
     if resume and resume_path is None:
         raise ValueError("resume: True needs checkpoint= (the file to resume from)")
     if isinstance(resume, (str, Path)) and not resume_path.exists():
         raise ValueError(f"resume: no checkpoint at {str(resume_path)!r}")
-    if seed is not None:
-        _seed_everything(int(seed))
-    shuffle_seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    return ckpt_path, resume_path
 
+
+def _set_up(model, guide, data, objective, modules, callbacks, ranks, dev, ckpt_path, *, batching, site,
+            optimizing) -> _Run:
+    """Batches, the objective set up on the first batch (checked with validation on), the modules on
+    ``dev`` with rank 0's values, and one optimizer per parameter group."""
     own = modules_of(model, guide) + list(modules or [])
-    batches = _Batches(data, batch_size, shuffle, drop_last, shuffle_seed, dev, _float_dtype(own))
+    batches = Batches(data, *batching, dev, _float_dtype(own), ranks.rank, ranks.world)
     if len(batches) == 0:
         raise ValueError("data: the DataLoader yields no batches (drop_last=True with a batch_size "
                          "larger than the data?)")
     for m in own:
         m.to(dev)
-
-    first = next(iter(batches.epoch(0)))
-    x0, args0 = split_batch(first)
+    x0, args0 = split_batch(batches.first())
     check_finite(x0, "data")
     with validation(True), torch.no_grad():
         objective, data_node = _prepare(objective, model, guide, x0, args0, site, batches.n)
         batches.watch(data_node)
         groups = {g: list(ms) for g, ms in objective.param_groups().items()}
         if modules:
-            groups["model"] = _unique(groups.get("model", []) + list(modules))
+            groups["model"] = unique(groups.get("model", []) + list(modules))
         for ms in groups.values():
             for m in ms:
                 m.to(dev)
         # One forward pass with validation on, so argument errors surface now.
         for g in objective.groups_for_step(0):
             objective.loss(g, x0)
-
-    all_modules = _unique(m for ms in groups.values() for m in ms)
-    optimizers, schedulers = _optimizers(groups, optimizer, lr, optimizer_kwargs, scheduler)
+    all_modules = unique(m for ms in groups.values() for m in ms)
+    ranks.broadcast_modules(all_modules)
+    optimizers, schedulers = build_optimizers(groups, *optimizing)
     settings = {"optimizer": {g: type(o).__name__ for g, o in optimizers.items()},
                 "lr": {g: o.param_groups[0]["lr"] for g, o in optimizers.items()},
                 "batch_size": batches.batch_size, "objective": repr(objective)}
+    params = {g: [p for pg in o.param_groups for p in pg["params"]] for g, o in optimizers.items()}
+    return _Run(objective, batches, all_modules, optimizers, schedulers, list(callbacks), settings, dev, ranks,
+                ckpt_path, params)
 
-    losses = {g: [] for g in groups}
-    terms: dict[str, list] = {}
-    step, epoch, skip = 0, 0, 0
-    if resume_path is not None and resume_path.exists():
-        ckpt.remove_orphans(resume_path)
-        state = ckpt.load(resume_path, map_location=dev)
-        ckpt.check_signature(state["signature"], all_modules, resume_path)
-        skip = _resume_settings(state.get("settings"), settings, resume_path, optimizers, schedulers)
-        for m, sd in zip(all_modules, state["modules"]):
-            m.load_state_dict(sd)
-        for g, sd in state["optimizers"].items():
-            lrs = [pg["lr"] for pg in optimizers[g].param_groups]
-            optimizers[g].load_state_dict(sd)
-            if not schedulers:  # the lr given now is the one used (a scheduler's restored state decides otherwise)
-                for pg, new in zip(optimizers[g].param_groups, lrs):
-                    pg["lr"] = new
-        for g, sd in state["schedulers"].items():
-            schedulers[g].load_state_dict(sd)
-        try:
-            objective.load_state_dict(state["objective"])
-        except (KeyError, RuntimeError, TypeError) as err:
-            raise ValueError(f"resume: the checkpoint's objective state does not fit {objective!r} "
-                             f"({type(err).__name__}: {err}); resume with the objective it was written with") from err
-        for cb, cb_state in zip(callbacks, state.get("callbacks", [])):
-            if hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(cb_state)
-        losses = {g: list(v) for g, v in state["losses"].items()}
-        terms = {k: list(v) for k, v in state["terms"].items()}
-        step, epoch = state["step"], state["epoch"]
-        skip = state["batch_in_epoch"] if skip is None else skip
-        batches.shuffle_seed = state["shuffle_seed"]
-        ckpt.set_rng_state(state["rng"])
 
-    per_epoch = len(batches)
-    total = steps if epochs is None else (epochs * per_epoch if steps is None else min(steps, epochs * per_epoch))
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(total=total, initial=min(step, total), disable=not progress, dynamic_ncols=True,
-               desc=type(objective).__name__, leave=False)
-    fit_state = FitState(step, epoch, losses, all_modules, objective, dev)
-
-    def save():
-        if ckpt_path is None:
-            return
-        params = [p for m in all_modules for p in m.parameters()]
-        if not finite(params):
-            raise NonFiniteLossError(f"a parameter became NaN or infinite by step {step} although every loss and "
-                                     "gradient was finite (a too large lr?); that state is not checkpointed: "
-                                     f"the checkpoint at {str(ckpt_path)!r} from before it is kept")
-        ckpt.save_atomic({
-            "format": ckpt.FORMAT,
-            "signature": ckpt.module_signature(all_modules),
-            "modules": [m.state_dict() for m in all_modules],
-            "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
-            "schedulers": {g: s.state_dict() for g, s in schedulers.items()},
-            "objective": objective.state_dict(),
-            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in callbacks],
-            "losses": losses, "terms": terms,
-            "step": step, "epoch": epoch, "batch_in_epoch": skip,
-            "shuffle_seed": batches.shuffle_seed,
-            "settings": settings,
-            "rng": ckpt.rng_state(),
-        }, ckpt_path)
-
-    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16"
+def _train(run, at: Progress, total, *, clip_grad, precision, scheduler_every, checkpoint_every, show,
+           compile_with, programs):
+    """The loop: batches until ``total`` steps or a stop; checkpoints; callbacks; modules left in eval mode."""
+    bar = tqdm(total=total, initial=min(at.step, total), disable=not show, dynamic_ncols=True,
+               desc=type(run.objective).__name__, leave=False)
+    state = FitState(at.step, at.epoch, at.losses, run.modules, run.objective, run.device)
+    autocast = (torch.autocast(run.device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
-    for m in all_modules:
+    step_schedulers = run.schedulers if scheduler_every == "step" else {}
+    per_epoch = len(run.batches)
+    for m in run.modules:
         m.train()
     running = None
     try:
-        with validation(False), Interrupts() as interrupts:
-            while step < total and not fit_state.stop:
-                for batch in batches.epoch(epoch, skip):
-                    x, objective.args = split_batch(batch)
-                    _train_step(objective, x, step, optimizers, autocast, clip_grad, losses, terms,
-                                schedulers if scheduler_every == "step" else {})
-                    step += 1
-                    skip += 1
-                    running = _update_bar(bar, losses, running, step, epoch, progress)
-                    fit_state.step = step
-                    for cb in callbacks:
-                        _call_callback(cb, "on_step_end", fit_state)
-                    if interrupts.received is not None:
-                        save()
-                        raise interrupts.leave(step, f"checkpoint {str(ckpt_path)!r} written: fit(..., resume=True) "
-                                               "continues" if ckpt_path else "no checkpoint= was given")
-                    if checkpoint_every and step % checkpoint_every == 0:
-                        save()
-                    if step >= total or fit_state.stop:
+        with validation(False), Interrupts() as interrupts, compiled(run.modules, programs, compile_with):
+            while at.step < total and not state.stop:
+                for batch in run.batches.epoch(at.epoch, at.skip):
+                    x, run.objective.args = split_batch(batch)
+                    _train_step(run, x, at, autocast, clip_grad, step_schedulers)
+                    at.step += 1
+                    at.skip += 1
+                    running = _update_bar(bar, at.losses, running, at.step, at.epoch, show)
+                    state.step = at.step
+                    for cb in run.callbacks:
+                        _call_callback(cb, "on_step_end", state)
+                    signal, stop = run.ranks.agree([interrupts.received or 0, int(state.stop)])
+                    state.stop = bool(stop)
+                    if signal:
+                        interrupts.received = signal
+                        _save(run, at)
+                        raise interrupts.leave(at.step, f"checkpoint {str(run.checkpoint)!r} written: fit(..., "
+                                               "resume=True) continues" if run.checkpoint else "no checkpoint= was given")
+                    if checkpoint_every and at.step % checkpoint_every == 0:
+                        _save(run, at)
+                    if at.step >= total or state.stop:
                         break
-                if skip >= per_epoch:  # the epoch is complete
-                    epoch, skip = epoch + 1, 0
-                    fit_state.epoch = epoch
-                    if scheduler_every == "epoch":
-                        for s in schedulers.values():
-                            s.step()
-                    for cb in callbacks:
-                        _call_callback(cb, "on_epoch_end", fit_state)
-                    if not checkpoint_every or step % checkpoint_every:
-                        save()
-        save()
-        for cb in callbacks:
-            _call_callback(cb, "on_train_end", fit_state)
+                if at.skip >= per_epoch:  # the epoch is complete
+                    _end_epoch(run, at, state, scheduler_every)
+                    if not checkpoint_every or at.step % checkpoint_every:
+                        _save(run, at)
+        _save(run, at)
+        for cb in run.callbacks:
+            _call_callback(cb, "on_train_end", state)
     finally:
         bar.close()
-        for m in all_modules:  # eval mode after success and after any error alike
+        for m in run.modules:  # eval mode after success and after any error alike
             m.eval()
-    return FitResult(losses, terms, all_modules, objective, step, epoch, dev, ckpt_path, optimizers)
+
+
+def _end_epoch(run, at, state, scheduler_every):
+    at.epoch, at.skip = at.epoch + 1, 0
+    state.epoch = at.epoch
+    if scheduler_every == "epoch":
+        for s in run.schedulers.values():
+            s.step()
+    for cb in run.callbacks:
+        _call_callback(cb, "on_epoch_end", state)
+    if run.ranks.world > 1:  # rank 0's callbacks decide (EarlyStopping's validation loss, its best weights)
+        stateful = [cb for cb in run.callbacks if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict")]
+        shared = run.ranks.broadcast({"stop": state.stop, "callbacks": [cb.state_dict() for cb in stateful]})
+        state.stop = shared["stop"]
+        for cb, cb_state in zip(stateful, shared["callbacks"]):
+            cb.load_state_dict(cb_state)
+
+
+def _save(run, at):
+    """Write the checkpoint (rank 0; every rank takes part), unless a weight is no longer finite."""
+    if run.checkpoint is None:
+        return
+    if not finite([p for m in run.modules for p in m.parameters()]):
+        raise NonFiniteLossError(f"a parameter became NaN or infinite by step {at.step} although every loss and "
+                                 "gradient was finite (a too large lr?); that state is not checkpointed: "
+                                 f"the checkpoint at {str(run.checkpoint)!r} from before it is kept")
+    state = checkpoint_of(run, at, run.ranks)
+    if state is not None:
+        ckpt.save_atomic(state, run.checkpoint)
+    run.ranks.barrier()  # no rank goes on (and may resume) before the file is there
 
 
 def _float_dtype(modules):
@@ -625,122 +481,75 @@ def _float_dtype(modules):
     return torch.get_default_dtype()
 
 
-def _optimizers(groups, optimizer, lr, optimizer_kwargs, scheduler):
-    """One optimizer (and scheduler, if asked) per parameter group; a ValueError names bad options."""
-    optimizers, schedulers = {}, {}
-    for g, ms in groups.items():
-        params = _unique(p for m in ms for p in m.parameters() if p.requires_grad)
-        if not params:
-            raise ValueError(f"modules: parameter group {g!r} has no trainable parameters")
-        options = _per_group(optimizer_kwargs, g, "optimizer_kwargs", groups)
-        try:
-            optimizers[g] = _make_optimizer(optimizer, params, _per_group(lr, g, "lr", groups), options)
-        except (TypeError, ValueError, KeyError) as err:
-            raise ValueError(f"optimizer_kwargs: {options!r} do not fit the optimizer of group {g!r} "
-                             f"({type(err).__name__}: {err})") from err
-        sched = _per_group(scheduler, g, "scheduler", groups) if scheduler is not None else None
-        if sched is not None:
-            schedulers[g] = sched(optimizers[g])
-    return optimizers, schedulers
-
-
-def _resume_settings(saved, now, path, optimizers, schedulers):
-    """Compare the checkpoint's settings with this call's; warn of each difference and say what is used.
-
-    Returns 0 when the batch size changed (the interrupted epoch restarts: its
-    position no longer means the same examples), else None (resume where it stopped).
-    """
-    if not saved:
-        return None
-    if saved["optimizer"] != now["optimizer"]:
-        raise ValueError(f"resume: {str(path)!r} was trained with optimizer {saved['optimizer']}, this call uses "
-                         f"{now['optimizer']}; their states do not transfer. Resume with the same optimizer, or "
-                         "start a new run (another checkpoint path)")
-    notes, restart = [], None
-    if saved["lr"] != now["lr"]:
-        used = "the checkpoint's schedule is restored" if schedulers else "the new lr is used"
-        notes.append(f"lr {saved['lr']} -> {now['lr']} ({used})")
-    if saved["batch_size"] != now["batch_size"]:
-        notes.append(f"batch_size {saved['batch_size']} -> {now['batch_size']} (the new one is used; the "
-                     "interrupted epoch restarts from its beginning)")
-        restart = 0
-    if saved["objective"] != now["objective"]:
-        notes.append(f"objective {saved['objective']} -> {now['objective']} (the new one is used)")
-    if notes:
-        warnings.warn(f"resume: this call differs from the checkpoint {str(path)!r}: " + "; ".join(notes),
-                      stacklevel=3)
-    return restart
-
-
-def _train_step(objective, x, step, optimizers, autocast, clip_grad, losses, terms, schedulers):
+def _train_step(run, x, at, autocast, clip_grad, schedulers):
     """Every group of this step on batch ``x``; a failing later group undoes the earlier ones' updates."""
-    groups = objective.groups_for_step(step)
+    groups = run.objective.groups_for_step(at.step)
     done = []  # (group, snapshot before its update, loss, terms)
     for i, g in enumerate(groups):
         # Only a step with more groups to come needs a way back (a GAN's critic before its generator).
-        snapshot = Snapshot(optimizers[g]) if i < len(groups) - 1 else None
+        snapshot = Snapshot(run.optimizers[g]) if i < len(groups) - 1 else None
         try:
-            value, named = _train_group(objective, g, x, step, optimizers[g], autocast, clip_grad)
+            value, named = _train_group(run, g, x, at.step, autocast, clip_grad)
         except NonFiniteLossError as err:
             for _, earlier, _, _ in reversed(done):
                 earlier.restore()
             if done:
                 raise NonFiniteLossError(f"{err}; the update of group(s) {[d[0] for d in done]} on this batch was "
-                                         f"undone, so every module stands as after step {step - 1}") from None
+                                         f"undone, so every module stands as after step {at.step - 1}") from None
             raise
         done.append((g, snapshot, value, named))
     for g, _, value, named in done:  # every group succeeded: the step counts
-        losses[g].append(value)
+        at.losses[g].append(value)
         for k, v in named.items():
-            terms.setdefault(k, []).append(v)
+            at.terms.setdefault(k, []).append(v)
         if g in schedulers:
             schedulers[g].step()
 
 
-def _train_group(objective, group, batch, step, opt, autocast, clip_grad):
-    """One optimizer step of one parameter group; returns (loss, {term: value})."""
+def _train_group(run, group, batch, step, autocast, clip_grad):
+    """One optimizer step of one parameter group; returns (loss, {term: value}).
+
+    The loss, its terms and the gradient norm come to the host together, in
+    one synchronisation; under torchrun the gradients, loss and terms are
+    first averaged over the ranks (one all-reduce), so every rank checks and
+    steps the same numbers.
+    """
+    objective, opt, params = run.objective, run.optimizers[group], run.params[group]
     opt.zero_grad(set_to_none=True)
     with autocast:
         total_loss, named = _split_loss(objective.loss(group, batch), group)
-    value = float(total_loss.detach())
-    if not math.isfinite(value):
-        raise NonFiniteLossError(_nan_message(step, group, f"loss of group {group!r} is {value}", named))
-    params = [p for pg in opt.param_groups for p in pg["params"]]
     if not getattr(objective, "backward_inside", False):  # PyroELBO around loss_and_grads did it already
         total_loss.backward(inputs=params)  # only this group's gradients: a GAN's critic loss leaves G alone
+    named = named or {}
+    scalars = run.ranks.average_gradients(params, [total_loss.detach(), *(v.detach() for v in named.values())])
     grads = [p.grad for p in params if p.grad is not None]
-    norm = (torch.nn.utils.clip_grad_norm_(params, clip_grad) if clip_grad is not None else total_norm(grads))
-    if not bool(torch.isfinite(norm)):
+    norm = torch.nn.utils.clip_grad_norm_(params, clip_grad) if clip_grad is not None else total_norm(grads)
+    value, *values, norm = torch.stack([t.double() for t in (*scalars, norm.to(scalars[0].device))]).tolist()
+    terms = dict(zip(named, values))
+    if not math.isfinite(value):
+        raise NonFiniteLossError(_nan_message(step, group, f"loss of group {group!r} is {value}", terms))
+    if not math.isfinite(norm):
         raise NonFiniteLossError(_nan_message(step, group, f"the loss of group {group!r} is finite ({value}) but "
                                               "its gradient is not", None))
     opt.step()
     objective.after_step(group)
-    return value, {k: float(v.detach()) for k, v in (named or {}).items()}
+    return value, terms
 
 
-def _update_bar(bar, losses, running, step, epoch, progress):
+def _update_bar(bar, losses, running, step, epoch, show):
     last = losses[next(iter(losses))]
     if last:
         running = last[-1] if running is None else 0.95 * running + 0.05 * last[-1]
-    if progress and step % 10 == 0 and running is not None:
-        bar.set_postfix(loss=f"{running:.4g}", epoch=epoch)
-    bar.update(1)
+    if show:
+        if step % 10 == 0 and running is not None:
+            bar.set_postfix(loss=f"{running:.4g}", epoch=epoch)
+        bar.update(1)
     return running
 
 
-def _nan_message(step, group, what, named):
+def _nan_message(step, group, what, terms):
     parts = [f"{what} at step {step}"]
-    if named:
-        bad = [k for k, v in named.items() if not math.isfinite(float(v.detach()))]
-        parts.append(f"non-finite terms: {bad}")
+    if terms:
+        parts.append(f"non-finite terms: {[k for k, v in terms.items() if not math.isfinite(v)]}")
     parts.append(f"group {group!r} was not updated on this batch; the last checkpoint (if any) is kept and resumes")
     return "; ".join(parts)
-
-
-def _unique(items):
-    out, seen = [], set()
-    for it in items:
-        if id(it) not in seen:
-            seen.add(id(it))
-            out.append(it)
-    return out

@@ -1,0 +1,44 @@
+"""The device a run trains on: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``, ``"auto"`` or a torch.device."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(device, local_rank: int | None = None) -> torch.device:
+    """Parse ``device`` and check it exists.
+
+    ``None`` is the CPU; ``"auto"`` is CUDA when a CUDA device is available,
+    else the CPU. Under ``torchrun`` (``local_rank`` given) ``"auto"`` and
+    ``"cuda"`` mean this rank's own GPU, ``cuda:<local_rank>``.
+
+    Example::
+
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} asked for CUDA, but no CUDA device is available here")
+        if dev.index is None and local_rank is not None:
+            dev = torch.device("cuda", local_rank)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {str(dev)!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device: {device!r} asked for Apple's MPS, which this machine does not have")
+    elif dev.type != "cpu":
+        raise ValueError(f"device: unsupported device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return dev

@@ -1,0 +1,135 @@
+"""The process group under ``torchrun``: joining it, and the few collectives ``fit`` needs.
+
+``fit`` runs unchanged in one process and in N: :func:`join` returns
+:class:`OneProcess` (every collective is the identity) or :class:`Ranks`
+(torch.distributed). Gradients are averaged by one all-reduce of each group's
+gradients after its backward, not by wrapping modules in
+``DistributedDataParallel``: a Pyro program calls its networks from inside
+the program, under Pyro's handlers, never through one wrapped ``forward``,
+and a GAN steps two groups with two losses per batch. Averaging the finished
+gradients is what DDP computes, for every parameter group, ``pyro.param``
+sites included, whatever the program does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+import torch
+import torch.distributed as dist
+from torch.utils._pytree import tree_map
+
+from .devices import resolve_device
+
+__all__ = ["join", "OneProcess", "Ranks"]
+
+
+class OneProcess:
+    """A run in one process: nothing to share."""
+
+    rank, world, is_main = 0, 1, True
+
+    def broadcast_modules(self, modules) -> None:
+        """Give every rank rank 0's parameters and buffers."""
+
+    def average_gradients(self, params, scalars: list) -> list:
+        """Average ``params``' gradients and the 0-d tensors ``scalars`` (the loss and its terms) over the ranks."""
+        return scalars
+
+    def agree(self, values: list[int]) -> list[int]:
+        """The largest of each value over the ranks (a stop or a signal on any rank stops all)."""
+        return values
+
+    def gather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order (tensors on the CPU)."""
+        return [obj]
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj``, on every rank."""
+        return obj
+
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+
+
+class Ranks(OneProcess):
+    """Rank ``rank`` of ``world`` processes in torch.distributed's default group."""
+
+    def __init__(self, device: torch.device):
+        self.rank, self.world, self.device = dist.get_rank(), dist.get_world_size(), device
+        self.is_main = self.rank == 0
+
+    def broadcast_modules(self, modules) -> None:
+        with torch.no_grad():
+            for m in modules:
+                for t in list(m.parameters()) + list(m.buffers()):
+                    # gloo has no bool tensors (ActNorm's "initialized"): send them as bytes
+                    carrier = t.to(torch.uint8) if t.dtype == torch.bool else t.data
+                    dist.broadcast(carrier, 0)
+                    if carrier is not t.data:
+                        t.copy_(carrier)
+
+    def average_gradients(self, params, scalars):
+        grads = []
+        for p in params:
+            if p.grad is None:  # every rank must send the same tensors; an unused parameter sends zeros
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        # One all-reduce of everything (flattened) instead of one per tensor: a collective's fixed cost
+        # is paid once per group and step.
+        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.stack(scalars).to(grads[0])])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return list(flat[offset:].unbind())
+
+    def barrier(self):
+        dist.barrier()
+
+    def agree(self, values):
+        t = torch.tensor(values, dtype=torch.int64, device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
+    def gather(self, obj):
+        out = [None] * self.world
+        dist.all_gather_object(out, tree_map(lambda v: v.cpu() if isinstance(v, torch.Tensor) else v, obj))
+        return out
+
+    def broadcast(self, obj):
+        box = [tree_map(lambda v: v.cpu() if isinstance(v, torch.Tensor) else v, obj)]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _comm_device(self):
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _world_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join(device):
+    """``(ranks, device)`` for this process: under ``torchrun`` (``WORLD_SIZE`` > 1) or inside an
+    initialised process group, join it (NCCL on CUDA, gloo on the CPU) and train on this rank's
+    own device, ``cuda:LOCAL_RANK`` for ``"auto"`` or ``"cuda"``; else one process."""
+    if not dist.is_available() or (not dist.is_initialized() and _world_from_env() <= 1):
+        return OneProcess(), resolve_device(device)
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")  # torchrun's env:// settings
+        atexit.register(_leave)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if dist.get_world_size() == 1:
+        return OneProcess(), dev
+    return Ranks(dev), dev
+
+
+def _leave():
+    if dist.is_initialized():
+        dist.destroy_process_group()
