@@ -32,6 +32,7 @@ class ModelSpec:
         data_kinds: which data kinds it accepts: "binary", "continuous", "points".
         fit_defaults: keyword arguments for ``fit`` (lr, batch_size, epochs).
         description: one line for ``pyro-dgm train --help``.
+        conditional: the program is ``model(x, y)``: it trains on batches ``(x, labels)``.
     """
 
     name: str
@@ -41,6 +42,7 @@ class ModelSpec:
     data_kinds: tuple = ("binary",)
     fit_defaults: dict = field(default_factory=dict)
     description: str = ""
+    conditional: bool = False
 
 
 @dataclass
@@ -56,11 +58,12 @@ DATA: dict[str, DataSpec] = {}
 
 
 def register_model(name, *, family, data_kinds=("binary",), objective=None, fit_defaults=None,
-                   description=""):
+                   description="", conditional=False):
     """Decorator: register ``build`` under ``name``."""
     def deco(build):
         MODELS[name] = ModelSpec(name, family, build, objective, tuple(data_kinds),
-                                 dict(fit_defaults or {}), description or (build.__doc__ or "").strip())
+                                 dict(fit_defaults or {}), description or (build.__doc__ or "").strip(),
+                                 bool(conditional))
         return build
     return deco
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import check_batch_shape
+from ..checks import check_batch_shape, count
 from ..programs import program_modules
 from .objective import Objective
 
@@ -281,7 +281,7 @@ class Adversarial(Objective):
             return {"real": F.relu(1 - v_real).mean(), "fake": F.relu(1 + v_fake).mean()}
         terms = {"wasserstein": v_fake.mean() - v_real.mean()}
         if name == "wgan-gp":
-            terms["penalty"] = self.gp_weight * gradient_penalty(self.critic, real, fake)
+            terms["penalty"] = self.gp_weight * gradient_penalty(self._critic_out, real, fake)
         return terms
 
     def generator_loss(self, fake: torch.Tensor) -> torch.Tensor:
@@ -296,7 +296,8 @@ class Adversarial(Objective):
         return -v.mean()
 
     def _critic_out(self, x):
-        v = self.critic(x)
+        # A conditional critic (``critic.conditional = True``, e.g. a projection critic) also gets the batch's labels.
+        v = self.critic(x, *self.args) if self.args and getattr(self.critic, "conditional", False) else self.critic(x)
         if v.numel() != x.shape[0]:
             raise ValueError(f"critic: returned shape {tuple(v.shape)} for a batch of {x.shape[0]}; "
                              "expected one number per example, (N,) or (N, 1)")
@@ -312,9 +313,7 @@ class Adversarial(Objective):
 def _positive_int(name, value, default):
     if value is None:
         return default
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return value
+    return count(name, value)
 
 
 def _only_with(name, value, loss, needs, default):

@@ -103,24 +103,35 @@ def score_field_of(model, batch: torch.Tensor, site: str = "x", args=()):
 
 
 class _ScoreObjective(Objective):
-    """Finds the score field at site "x" once and checks that its score has the data's shape.
+    """Finds the score field at site "x" and checks that its score has the data's shape.
 
     Subclasses define ``_resolve(field) -> sigma``: fix their noise levels from
     their arguments or the field, and return one level to probe the score at.
+    A batch without further items reuses the field found at setup (its
+    network is the model's module, so parameter updates reach it); a batch
+    ``(x, y, ...)`` traces the program afresh on every step (:meth:`field_for`),
+    so a conditional score ``s(x, sigma, y)`` sees that batch's labels.
     """
+
+    def field_for(self, batch):
+        """The score field of ``batch``: the one found at setup, or traced afresh on ``(x, *self.args)``."""
+        if not self.args:
+            return self.field
+        return data_site(self.trace(self.model, batch), self.site)["fn"]
 
     def setup(self, model, guide, batch):
         super().setup(model, guide, batch)
         self.field = score_field_of(model, batch, self.site, self.args)
         sigma = self._resolve(self.field)
+        probe = batch if self.args else batch[:2]  # a field that reads labels scores their whole batch
         try:
-            s = self.field.score(batch[:2], sigma)
+            s = self.field.score(probe, sigma)
         except TypeError as err:
             raise ValueError(f"model: the score at site 'x' ({type(self.field).__name__}) cannot be called as "
                              f"score(x, sigma): {err}; use a noise-conditional ScoreField") from err
-        if s.shape != batch[:2].shape:
+        if s.shape != probe.shape:
             raise ValueError(f"model: the score network returned shape {tuple(s.shape)} for a batch of shape "
-                             f"{tuple(batch[:2].shape)}; a score has the shape of its input")
+                             f"{tuple(probe.shape)}; a score has the shape of its input")
 
 
 class _LadderObjective(_ScoreObjective):
@@ -172,7 +183,7 @@ class DenoisingScoreMatching(_LadderObjective):
     """
 
     def loss(self, group, batch):
-        return denoising_score_matching(self.field.score, batch, self._draw(batch))
+        return denoising_score_matching(self.field_for(batch).score, batch, self._draw(batch))
 
     def __repr__(self):
         return f"DenoisingScoreMatching(sigmas={self.sigmas})"
@@ -223,8 +234,10 @@ class SlicedScoreMatching(_LadderObjective):
         sig, sig_b = _per_example(batch, self._draw(batch))
         noisy = batch + sig_b * torch.randn_like(batch)
 
+        field = self.field_for(batch)
+
         def scaled_score(y):
-            return sig_b * self.field.score(sig_b * y, sig)
+            return sig_b * field.score(sig_b * y, sig)
 
         return sliced_score_matching(scaled_score, noisy / sig_b, self.num_projections, self.variance_reduced)
 
@@ -283,7 +296,7 @@ class SDEScoreMatching(_ScoreObjective):
         mean, std = self.process.marginal(batch, t)
         _, std_b = _per_example(batch, std)
         z = torch.randn_like(batch)
-        s = self.field.score(mean + std_b * z, std)
+        s = self.field_for(batch).score(mean + std_b * z, std)
         return 0.5 * (std_b * s + z).reshape(batch.shape[0], -1).pow(2).sum(-1).mean()
 
     def __repr__(self):

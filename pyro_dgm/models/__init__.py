@@ -3,7 +3,7 @@
 Importing a family registers its models with :mod:`pyro_dgm.registry` (the CLI reads it).
 """
 
-from . import autoregressive, baselines, ebm, flows, gan, score, vae
+from . import autoregressive, baselines, conditional, ebm, flows, gan, score, vae
 from .autoregressive import *  # noqa: F401,F403
 from .baselines import DiagonalGaussian, FactorizedBernoulli
 from .ebm import *  # noqa: F401,F403
