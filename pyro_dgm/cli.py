@@ -2,22 +2,33 @@
 
 Models and data sets come from :mod:`pyro_dgm.registry`, so every family that
 registers a model is trainable here without the CLI naming it.
+
+From Python, :func:`load_run` rebuilds a trained run::
+
+    from pyro_dgm.cli import load_run
+    run = load_run("runs/vae")              # what `pyro-dgm train --out runs/vae` wrote
+    x = pyro_dgm.programs.sample_program(run.module.model, 16)
+    print(run.meta["model"], run.meta["model_options"])
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
+import inspect
 import io
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
+import pyro
 import torch
 
-from . import registry
+from . import __version__, registry
 
 RUN_FILE, WEIGHTS_FILE, CKPT_FILE = "run.json", "model.pt", "checkpoint.pt"
 # A save writes the weights to WEIGHTS_TMP and the new run.json to PENDING_FILE, then renames both.
@@ -27,50 +38,82 @@ WEIGHTS_KEY = "weights_sha256"  # run.json's record of the model.pt it belongs t
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class UsageError(Exception):
-    """A bad argument: reported on stderr with exit status 2."""
+class UsageError(ValueError):
+    """A bad argument or a broken run folder: reported on stderr with exit status 2."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in --help (None: the model's own, listed in the epilog); epilogs kept as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyro-dgm", description="Deep generative models as Pyro programs.")
+    p = argparse.ArgumentParser(prog="pyro-dgm", description="Deep generative models as Pyro programs.",
+                                formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="train a VAE and baselines on digits and a 2-D toy; write figures and metrics")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--device", default="cpu")
-    d.add_argument("--seed", type=int, default=0)
+    def command(name, help, **kwargs):
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter, **kwargs)
+
+    d = command("demo", help="train a VAE and baselines on digits and a 2-D toy; write figures and metrics")
+    d.add_argument("--out", default="runs/demo", help="folder for figures, metrics and checkpoints")
+    d.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    d.add_argument("--seed", type=int, default=0, help="seeds every part before its model is built")
     d.add_argument("--quick", action="store_true", help="a few epochs only (for a smoke test)")
 
-    t = sub.add_parser("train", help="train one registered model on one data set")
-    t.add_argument("--model", required=True, help="see `pyro-dgm list`")
+    t = command("train", help="train one registered model on one data set", epilog=_models_epilog())
+    t.add_argument("--model", required=True, help="see `pyro-dgm list` and below")
     t.add_argument("--data", required=True, help="see `pyro-dgm list`")
+    t.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model or objective option (repeatable), e.g. latent_dim=4, hidden=(128,128), "
+                        "loss=wgan-gp; VALUE is a Python literal or else a string; the options of each "
+                        "model are listed below")
     t.add_argument("--data-dir", default=None, help="folder with MNIST files (nothing is downloaded)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--steps", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=None, help="passes over the data (default: the model's)")
+    t.add_argument("--steps", type=int, default=None, help="updates; replaces the model's epochs unless "
+                                                          "--epochs is given too")
+    t.add_argument("--batch-size", type=int, default=None, help="examples per update (default: the model's)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
+    t.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
+    t.add_argument("--seed", type=int, default=0, help="seeds Pyro, torch, NumPy and Python before the model "
+                                                      "is built, and the data order")
     t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATA)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("--overwrite", action="store_true", help="train afresh into a folder that holds a run")
-    t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints (always one per epoch and at the end)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s = command("sample", help="draw samples from a trained run")
     s.add_argument("--run", required=True, help="run folder written by `pyro-dgm train`")
-    s.add_argument("--num", type=int, default=64)
-    s.add_argument("--out", default=None, help="PNG path (default RUN/samples.png)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--num", type=int, default=64, help="number of samples (the figure shows up to 100)")
+    s.add_argument("--out", default=None, help="PNG path (default RUN/samples.png; the tensor beside it, .pt)")
+    s.add_argument("--seed", type=int, default=0, help="seeds Pyro, torch, NumPy and Python")
 
-    e = sub.add_parser("evaluate", help="test NLL (nats, bits/dim) of a trained run")
-    e.add_argument("--run", required=True)
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e = command("evaluate", help="test NLL (nats, bits/dim) of a trained run")
+    e.add_argument("--run", required=True, help="run folder written by `pyro-dgm train`")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="data split to score")
     e.add_argument("--num-particles", type=int, default=100, help="IWAE samples for latent-variable models")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
 
-    sub.add_parser("list", help="registered models and data sets")
+    command("list", help="registered models and data sets")
     return p
+
+
+def _models_epilog() -> str:
+    """Each model's fit defaults and --model-option keys with their defaults, for `train --help`."""
+    registry._load_all()
+    lines = ["per-model defaults (fit settings; --model-option keys):"]
+    for name, spec in sorted(registry.MODELS.items()):
+        fit = " ".join(f"{k}={v}" for k, v in spec.fit_defaults.items() if k not in ("image", "optimizer_kwargs"))
+        opts = " ".join(f"{k}={v!r}" for k, v in model_options(spec).items()) or "none"
+        lines.append(f"  {name} ({spec.family}): {fit}; options: {opts}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -90,7 +133,72 @@ def _positive(name, value):
         raise UsageError(f"--{name}: expected an integer >= 1, got {value}")
 
 
-def build_run(model_name: str, data_name: str, data_dir=None, seed: int = 0):
+_SKIPPED = ("event_shape", "data_kind", "module")
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _options_of(fn) -> dict:
+    """{name: default} of the keyword options a registry callable takes.
+
+    Its named parameters; and when it forwards ``**options`` to a class it
+    closes over as ``cls`` (the autoregressive builders, the EBM objectives),
+    that class's, with the ``defaults`` it registers.
+    """
+    if fn is None:
+        return {}
+    params = inspect.signature(fn).parameters
+    named = {n: p.default for n, p in params.items() if n not in _SKIPPED and p.kind in _NAMED}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) or inspect.isclass(fn):
+        return named
+    scope = inspect.getclosurevars(fn).nonlocals
+    inner = _options_of(scope["cls"]) if inspect.isclass(scope.get("cls")) else {}
+    return {**inner, **scope.get("defaults", {}), **named}
+
+
+def model_options(spec) -> dict:
+    """{name: default} of the options ``--model-option`` accepts for a registered model (builder and objective)."""
+    return {**_options_of(spec.build), **_options_of(spec.objective)}
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):  # a bare word such as wgan-gp or hutchinson
+        return text
+
+
+def parse_model_options(spec, pairs) -> dict:
+    """``["key=value", ...]`` as a dict, each key checked against :func:`model_options` before any work."""
+    accepted, options = model_options(spec), {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"--model-option: expected KEY=VALUE, got {pair!r}")
+        if key not in accepted:
+            raise UsageError(f"--model-option: model {spec.name!r} has no option {key!r}; "
+                             f"its options are {', '.join(sorted(accepted)) or 'none'}")
+        options[key] = _literal(value)
+        try:
+            json.dumps(options[key])  # recorded in run.json
+        except TypeError:
+            raise UsageError(f"--model-option: {key}={value} is not a number, string, tuple, list or dict") from None
+    return options
+
+
+def _split_options(spec, options: dict) -> tuple:
+    """(builder options, objective options)."""
+    objective = _options_of(spec.objective)
+    return ({k: v for k, v in options.items() if k in _options_of(spec.build)},
+            {k: v for k, v in options.items() if k in objective})
+
+
+def _from_json(value):
+    """JSON turns tuples into lists; the builders take tuples (hidden=(128, 128))."""
+    return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
+
+
+def build_run(model_name: str, data_name: str, data_dir=None, seed: int = 0, options=None):
     """(spec, module, train data, data spec, image flag) for a registered model and data set."""
     spec, dspec = registry.get_model(model_name), registry.get_data(data_name)
     if dspec.kind not in spec.data_kinds:
@@ -99,12 +207,14 @@ def build_run(model_name: str, data_name: str, data_dir=None, seed: int = 0):
             f"but {data_name!r} is {dspec.kind}")
     image = bool(spec.fit_defaults.get("image", False))
     x = dspec.load("train", seed, data_dir, image=image)
-    module = spec.build(tuple(x.shape[1:]), dspec.kind)
+    module = spec.build(tuple(x.shape[1:]), dspec.kind, **_split_options(spec, options or {})[0])
     return spec, module, x, dspec, image
 
 
-def _objective(spec, module, kind):
-    return spec.objective(module=module, data_kind=kind) if spec.objective is not None else None
+def _objective(spec, module, kind, options=None):
+    if spec.objective is None:
+        return None
+    return spec.objective(module=module, data_kind=kind, **_split_options(spec, options or {})[1])
 
 
 def _programs(module):
@@ -142,6 +252,8 @@ def _meta_problem(meta) -> str | None:
         return "'data_dir' should be a path or null"
     if not isinstance(meta.get(WEIGHTS_KEY, ""), str):
         return f"{WEIGHTS_KEY!r} should be a hex digest"
+    if not isinstance(meta.get("model_options", {}), dict):
+        return "'model_options' should be an object"
     return None
 
 
@@ -222,8 +334,9 @@ def _registered_specs(meta: dict, run_dir: Path):
 def _build_with_weights(spec, dspec, meta: dict, weights: bytes, run_dir: Path):
     """The module a run.json describes, holding the weights of its model.pt."""
     shape = tuple(meta["event_shape"])
+    options = {k: _from_json(v) for k, v in meta.get("model_options", {}).items()}
     try:
-        module = spec.build(shape, dspec.kind)
+        module = spec.build(shape, dspec.kind, **_split_options(spec, options)[0])
     except Exception as err:  # a model's constructor may refuse a shape in its own way
         raise UsageError(f"--run: {str(run_dir / RUN_FILE)!r}: cannot build model {meta['model']!r} "
                          f"for event_shape {list(shape)} ({_brief(err)})") from err
@@ -238,12 +351,26 @@ def _build_with_weights(spec, dspec, meta: dict, weights: bytes, run_dir: Path):
     return module
 
 
-def load_run(run_dir):
-    """Rebuild a trained module from a run folder: (meta, model spec, data spec, module).
+class Run(NamedTuple):
+    """A trained run folder, rebuilt by :func:`load_run`."""
 
-    A broken folder (missing, no run.json, bad JSON, unknown model, torn or
-    foreign model.pt, model.pt not the one run.json records) is a one-line
-    UsageError. Nothing in the folder is written.
+    meta: dict  #: run.json: model, data, seed, model_options, event_shape, steps, epochs, final_loss, ...
+    spec: registry.ModelSpec  #: the registered model
+    data_spec: registry.DataSpec  #: the registered data set (``data_spec.load(split, seed, data_dir)``)
+    module: torch.nn.Module  #: the model with the trained weights, in eval mode: ``module.model``, ``module.guide``
+
+
+def load_run(run_dir) -> Run:
+    """Rebuild the trained model of a folder written by ``pyro-dgm train``, on the CPU.
+
+    Returns a :class:`Run` ``(meta, spec, data_spec, module)``; ``module.model``
+    (and ``module.guide``) are the Pyro programs, ready for
+    :func:`pyro_dgm.evaluate`, :func:`pyro_dgm.to_arviz` or
+    :func:`pyro_dgm.programs.sample_program`. The model is built with the
+    run's ``--model-option`` values. A broken folder (missing, no run.json,
+    bad JSON, unknown model, torn or foreign model.pt, model.pt not the one
+    run.json records) is a one-line :class:`UsageError` (a ``ValueError``).
+    Nothing in the folder is written.
     """
     run_dir = Path(run_dir)
     weights = _read_weights(run_dir)
@@ -251,7 +378,7 @@ def load_run(run_dir):
     spec, dspec = _registered_specs(meta, run_dir)
     module = _build_with_weights(spec, dspec, meta, weights, run_dir)
     module.eval()
-    return meta, spec, dspec, module
+    return Run(meta, spec, dspec, module)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -369,12 +496,15 @@ def check_sample_paths(png: Path) -> tuple:
 
 
 def draw(module, n):
-    """Samples from any registered module: its ``sample`` method, else site "x" of its program."""
-    from .inference import sample_program
+    """n draws of site "x" of a registered module's program (so handlers around the program apply)."""
+    from .programs import sample_program
 
-    if hasattr(module, "sample"):
-        return module.sample(n)
     return sample_program(module.model, n)
+
+
+def _stage(text):
+    """One line per stage of a long command, on stderr (stdout keeps the results)."""
+    print(f"pyro-dgm: {text}", file=sys.stderr, flush=True)
 
 
 def save_samples(x, path, kind):
@@ -393,12 +523,12 @@ def save_samples(x, path, kind):
 
 def cmd_list(args):
     registry._load_all()
-    print("models:")
-    for name, spec in sorted(registry.MODELS.items()):
-        print(f"  {name:18s} {spec.family:15s} {'/'.join(spec.data_kinds):28s} {spec.description}")
-    print("data:")
+    print(f"{'model':16s} {'family':15s} {'data kinds':27s} description")
+    for name, spec in sorted(registry.MODELS.items(), key=lambda item: (item[1].family, item[0])):
+        print(f"{name:16s} {spec.family:15s} {'/'.join(spec.data_kinds):27s} {spec.description}")
+    print(f"\n{'data set':16s} {'kind':15s} description")
     for name, d in sorted(registry.DATA.items()):
-        print(f"  {name:18s} {d.kind:11s} {d.description}")
+        print(f"{name:16s} {d.kind:15s} {d.description}")
     return 0
 
 
@@ -408,8 +538,10 @@ def cmd_train(args):
     for name in ("epochs", "steps", "batch_size", "checkpoint_every"):
         _positive(name.replace("_", "-"), getattr(args, name))
     out = Path(args.out or f"runs/{args.model}-{args.data}")
+    options = parse_model_options(registry.get_model(args.model), args.model_option)
     check_train_folder(out, args.resume, args.overwrite)
-    spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed)
+    pyro.set_rng_seed(args.seed)  # before the model is built: its initial weights are part of the run
+    spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed, options)
     kwargs = {k: v for k, v in spec.fit_defaults.items() if k != "image"}
     for key in ("epochs", "steps", "batch_size", "lr"):
         if getattr(args, key) is not None:
@@ -418,12 +550,12 @@ def cmd_train(args):
         kwargs.pop("epochs", None)
     model, guide = _programs(module)
     t0 = time.perf_counter()
-    result = fit(model, guide, x, objective=_objective(spec, module, dspec.kind), device=args.device,
+    result = fit(model, guide, x, objective=_objective(spec, module, dspec.kind, options), device=args.device,
                  seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
                  resume=args.resume, progress=False if args.no_progress else None, **kwargs)
     seconds = time.perf_counter() - t0
     meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed,
-            "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
+            "model_options": options, "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
             "final_loss": result.loss, "train_seconds": round(seconds, 2)}
     save_run(out, module.to("cpu").state_dict(), meta)
     print(f"trained {args.model} on {args.data}: {result.steps} steps, {result.epochs} epochs, "
@@ -436,9 +568,11 @@ def cmd_sample(args):
     _positive("num", args.num)
     meta, spec, dspec, module = load_run(args.run)
     path, tensor = check_sample_paths(Path(args.out or Path(args.run) / "samples.png"))
-    torch.manual_seed(args.seed)
+    pyro.set_rng_seed(args.seed)
+    _stage(f"drawing {args.num} samples from {meta['model']}")
     with torch.no_grad():
         x = draw(module, args.num)
+    _stage(f"writing {path} and {tensor.name}")
     save_samples(x, path, dspec.kind)
     torch.save(x, tensor)
     print(f"{args.num} samples of {meta['model']}: {path} (tensor {tensor})")
@@ -455,6 +589,7 @@ def cmd_evaluate(args):
     image = bool(spec.fit_defaults.get("image", False))
     x = dspec.load(args.split, meta["seed"], meta.get("data_dir"), image=image)
     where = f"{meta['model']} on {meta['data']} ({args.split}, {x.shape[0]} examples)"
+    _stage(f"scoring {where}")
     if spec.family == "gan":
         print(f"{where}: {_sample_quality(module, x, dspec.kind)} (a GAN has no likelihood)")
         return 0
@@ -483,7 +618,7 @@ def _likelihood(spec, dspec, module, x, args):
 def _sample_quality(module, x, kind):
     from . import metrics
 
-    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
     with torch.no_grad():
         samples = draw(module, x.shape[0])
     if kind == "points":

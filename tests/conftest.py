@@ -21,3 +21,14 @@ def _fresh_state():
     pyro.set_rng_seed(0)
     pyro.enable_validation(True)
     yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """`pytest` runs on two xdist workers, one file per worker; `-n N` and `-p no:xdist` override it."""
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return
+    if config.option.numprocesses is None:
+        config.option.numprocesses = 2
+    if config.option.dist == "no":
+        config.option.dist = "loadfile"

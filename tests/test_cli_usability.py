@@ -1,0 +1,118 @@
+"""The CLI as a new user meets it: help with defaults, model options, seeds, list, load_run."""
+
+import json
+from types import SimpleNamespace
+
+import pyro
+import pytest
+import torch
+
+from pyro_dgm import cli, registry
+from pyro_dgm.cli import load_run, main
+from pyro_dgm.programs import sample_program
+
+TRAIN = ["train", "--data", "digits", "--steps", "3", "--batch-size", "32", "--no-progress"]
+
+
+def _weights(run):
+    return torch.load(run / "model.pt", weights_only=True)
+
+
+def test_train_with_the_same_seed_gives_the_same_losses_and_weights(tmp_path, capsys):
+    runs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    for run, seed in zip(runs, (0, 0, 1)):
+        pyro.set_rng_seed(100 + len(str(run)))  # whatever the global state, --seed decides
+        torch.rand(7)
+        assert main(TRAIN + ["--model", "vae", "--seed", str(seed), "--out", str(run)]) == 0
+    meta = [json.loads((r / "run.json").read_text()) for r in runs]
+    assert meta[0]["final_loss"] == meta[1]["final_loss"] != meta[2]["final_loss"]
+    a, b, c = (_weights(r) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_model_options_reach_the_model_and_are_restored_by_load_run(tmp_path):
+    run = tmp_path / "vae"
+    assert main(TRAIN + ["--model", "vae", "--model-option", "latent_dim=3",
+                         "--model-option", "hidden=(16, 8)", "--out", str(run)]) == 0
+    loaded = load_run(run)
+    assert loaded.meta["model_options"] == {"latent_dim": 3, "hidden": [16, 8]}
+    widths = sorted({tuple(v.shape) for k, v in loaded.module.state_dict().items() if v.dim() == 2})
+    assert (3, 8) in widths or (8, 3) in widths  # the decoder's first layer takes z of size 3
+    assert sample_program(loaded.module.model, 5).shape == (5, 64)
+
+
+def test_objective_options_reach_the_objective():
+    gan = registry.get_model("gan")
+    module = gan.build((2,), "points")
+    objective = cli._objective(gan, module, "points", cli.parse_model_options(gan, ["loss=hinge"]))
+    assert repr(objective) == "Adversarial(loss='hinge', n_critic=1)"
+    sm = registry.get_model("ebm-sm")
+    module = sm.build((2,), "points")
+    objective = cli._objective(sm, module, "points", cli.parse_model_options(sm, ["method=hutchinson"]))
+    assert objective.method == "hutchinson"
+
+
+@pytest.mark.parametrize("option, message", [
+    ("lattent_dim=3", "model 'vae' has no option 'lattent_dim'; its options are hidden, latent_dim"),
+    ("latent_dim", "expected KEY=VALUE, got 'latent_dim'"),
+    ("latent_dim={1, 2}", "latent_dim={1, 2} is not a number, string"),
+])
+def test_a_bad_model_option_is_refused_before_any_work(option, message, tmp_path, capsys):
+    run = tmp_path / "never"
+    assert main(TRAIN + ["--model", "vae", "--model-option", option, "--out", str(run)]) == 2
+    assert message in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_train_help_shows_every_default_and_each_models_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--seed SEED seeds Pyro, torch, NumPy and Python before the model is built, and the data order " \
+           "(default: 0)" in text
+    assert "--device DEVICE torch device, e.g. cuda or cuda:1 (default: cpu)" in text
+    assert "vae (vae): lr=0.001 epochs=100 batch_size=64; options: latent_dim=8 hidden=(256,)" in text
+    assert "options: method='exact' num_projections=1 sigma=0.1" in text  # ebm-sm's objective
+    assert "loss='ns'" in text  # the GANs'
+
+
+def test_list_has_headers_and_one_family_per_model(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "family", "data", "kinds", "description"]
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:lines.index("")]}
+    registry._load_all()
+    assert rows == {name: spec.family for name, spec in registry.MODELS.items()}
+    assert lines[lines.index("") + 1].split() == ["data", "set", "kind", "description"]
+
+
+@pytest.mark.parametrize("name, shape, kind", [("vae", (64,), "binary"), ("gan", (2,), "points"),
+                                               ("made", (64,), "binary")])
+def test_draw_goes_through_the_program_and_matches_the_sample_method(name, shape, kind):
+    module = registry.get_model(name).build(shape, kind).eval()
+    pyro.set_rng_seed(3)
+    expected = module.sample(6)
+    calls, program = [], module.model
+
+    def model(x=None, num_samples=None):  # the program, with a handler a user might wrap around it
+        calls.append(num_samples)
+        return program(x, num_samples=num_samples)
+
+    pyro.set_rng_seed(3)
+    assert torch.equal(cli.draw(SimpleNamespace(model=model), 6), expected) and calls == [6]
+
+
+def test_sample_and_evaluate_print_their_stages(tmp_path, capsys):
+    run = tmp_path / "b"
+    assert main(TRAIN + ["--model", "bernoulli", "--out", str(run)]) == 0
+    assert main(["sample", "--run", str(run), "--num", "4"]) == 0
+    assert main(["evaluate", "--run", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "pyro-dgm: drawing 4 samples from bernoulli" in err
+    assert "pyro-dgm: scoring bernoulli on digits (test, 360 examples)" in err
+
+
+def test_load_run_refuses_a_broken_folder_with_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_run(tmp_path / "nothing")
