@@ -30,6 +30,11 @@ def _row(name, data, res, seconds, note=""):
             "train s": f"{seconds:.1f}", "note": note}
 
 
+def _stage(text):
+    """One line per stage: the demo runs for minutes, often without a terminal for a progress bar."""
+    print(f"demo: {text}", flush=True)
+
+
 def _timed_fit(*args, **kwargs):
     t0 = time.perf_counter()
     result = fit(*args, **kwargs)
@@ -40,18 +45,22 @@ def _digits_part(out, device, seed, quick, rows):
     x, xt = load_digits("train"), load_digits("test")
     epochs = 3 if quick else 150
     base = FactorizedBernoulli(64)
+    _stage(f"training a factorized Bernoulli baseline on digits ({max(1, epochs // 3)} epochs)")
     _, sec = _timed_fit(base.model, None, x, epochs=max(1, epochs // 3), lr=5e-2, seed=seed, device=device,
                         checkpoint=out / "checkpoints" / "bernoulli.pt", progress=None)
     rows.append(_row("factorized Bernoulli", "digits (binary)", evaluate(base.model, xt), sec))
 
     vae = VAE(64, latent_dim=8, hidden=(256,))
+    _stage(f"training a VAE on digits ({epochs} epochs)")
     result, sec = _timed_fit(vae.model, vae.guide, x, epochs=epochs, batch_size=64, lr=1e-3, seed=seed,
                              device=device, checkpoint=out / "checkpoints" / "vae.pt", progress=None)
     vae.to("cpu")
     k = 50 if quick else 1000
+    _stage(f"scoring the VAE on the test digits (ELBO, IWAE K={k})")
     rows.append(_row("VAE (ELBO)", "digits (binary)", evaluate(vae.model, xt, guide=vae.guide, num_particles=1, seed=seed), sec, "K=1"))
     rows.append(_row("VAE (IWAE)", "digits (binary)", evaluate(vae.model, xt, guide=vae.guide, num_particles=k, seed=seed), sec, f"K={k}"))
 
+    _stage(f"writing the VAE figures to {out}")
     figs = [
         plots.sample_grid(vae.sample(100, mean=True), nrow=10, title="VAE samples (E[x|z])", path=out / "vae_samples.png"),
         plots.reconstructions(xt[:10], vae.reconstruct(xt[:10]), path=out / "vae_reconstructions.png"),
@@ -82,6 +91,7 @@ def _toy_part(out, device, seed, quick, rows):
         kwargs = {k: v for k, v in spec.fit_defaults.items() if k != "image"}
         if quick:
             kwargs.update(epochs=2, steps=None)
+    _stage(f"training {name} on the 2-D moons")
     _, sec = _timed_fit(module.model, getattr(module, "guide", None), x, seed=seed, device=device,
                         checkpoint=out / "checkpoints" / f"moons-{name}.pt", progress=None, **kwargs)
     module.to("cpu")

@@ -58,6 +58,7 @@ def test_demo_quick_writes_figures_metrics_and_checkpoints(tmp_path, capsys):
     assert list((out / "checkpoints").glob("*.pt"))
     text = capsys.readouterr().out
     assert "VAE (IWAE)" in text and str(out.resolve()) in text
+    assert "demo: training a VAE on digits (3 epochs)" in text  # one line per stage
 
 
 def _data_for(spec):
