@@ -45,9 +45,9 @@ TOYS = ("8gaussians", "25gaussians")
 # Large batches matter: with 256 per batch the 25-Gaussian NCSN covered 16/25 modes, with 512 all 25.
 TOY = {"hidden": (128, 128, 128), "levels": 10, "sigma_min": 0.01, "steps": 3000, "batch_size": 512, "lr": 2e-3,
        "samples": 1000}  # lr decays to 0 on a cosine over the steps
-TOY_SAMPLERS = {"langevin_step": 2e-3, "steps_per_level": 100, "step_lr": 2e-5, "pc_steps": 500, "snr": 0.16}
+TOY_SAMPLERS = {"langevin_step": 2e-3, "steps_per_level": 100, "step_size": 2e-5, "pc_steps": 500, "snr": 0.16}
 DIGITS = {"channels": 16, "sigma_min": 0.01, "steps": 800, "batch_size": 128, "lr": 2e-3, "samples": 360,
-          "levels": 10, "steps_per_level": 30, "step_lr": 2e-5, "pc_steps": 150, "ode_steps": 25}
+          "levels": 10, "steps_per_level": 30, "step_size": 2e-5, "pc_steps": 150, "ode_steps": 25}
 
 
 def _steps(n, args):
@@ -76,7 +76,7 @@ def _toy_rows(name, args):
     evals = TOY["levels"] * s["steps_per_level"]
     samplers = {
         "Langevin (sigma_L)": Langevin(float(sigmas[-1]), s["langevin_step"], evals, init_scale=float(sigmas[0])),
-        "annealed Langevin": AnnealedLangevin(sigmas, s["steps_per_level"], s["step_lr"]),
+        "annealed Langevin": AnnealedLangevin(sigmas, s["steps_per_level"], s["step_size"]),
         "PC (VE SDE)": PredictorCorrector(VESDE(float(sigmas[-1]), float(sigmas[0])), s["pc_steps"], s["snr"]),
     }
     rows = [(name, "data (held-out)", toy_row(spec.load("val", args.seed)[:TOY["samples"]], xt, name), 0.0)]
@@ -127,7 +127,7 @@ def _print_digits(args):
     xt = get_data("digits-continuous").load("test", args.seed)
     m, base, train_s = _digit_models(x, args)
     d = DIGITS
-    samplers = {"annealed Langevin": AnnealedLangevin(m.sigmas, d["steps_per_level"], d["step_lr"]),
+    samplers = {"annealed Langevin": AnnealedLangevin(m.sigmas, d["steps_per_level"], d["step_size"]),
                 "PC (VE SDE)": PredictorCorrector(m.sde, d["pc_steps"])}
     print(f"\ncontinuous digits: ScoreUNet (VE SDE, sigma {m.sde.sigma_min}..{m.sde.sigma_max:.2f}) {d}; "
           f"trained in {train_s:.1f} s")

@@ -35,6 +35,7 @@ from .distributions import UnnormalizedDistribution
 from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood
 from .runtime import batches_of, eval_mode, on_device, repeat_rows, validation
 from .checks import count
+from .deprecation import renamed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
                        resolve_site, sample_program, split_batch, trace_program)
 
@@ -88,7 +89,8 @@ def chains_to_arviz(samples: torch.Tensor, name: str = "x", extra: dict | None =
 
 
 # -- ArviZ's ELPD objects from per-example values ---------------------------------
-def elpd_data(pointwise, n_samples: int = 1):
+@renamed(n_samples="num_samples")
+def elpd_data(pointwise, num_samples: int = 1):
     """ArviZ's ELPD object for per-example held-out log densities ``log p(x_i)`` (nats), numpy only.
 
     ``elpd = sum_i log p(x_i)``, ``se = sqrt(N var_i log p(x_i))`` (as ArviZ
@@ -113,11 +115,11 @@ def elpd_data(pointwise, n_samples: int = 1):
     n = values.size
     elpd, se = float(values.sum()), float(math.sqrt(n * values.var()))
     if ARVIZ_MAJOR >= 1:
-        return _elpd_dataclass(values, elpd, se, n_samples)
+        return _elpd_dataclass(values, elpd, se, num_samples)
     from arviz.stats.stats_utils import ELPDData
 
     pointwise_da = xr.DataArray(values, dims=["example"], name="loo_i")
-    return ELPDData(data=[elpd, se, float("nan"), n_samples, n, False, pointwise_da, "log", 0.7],
+    return ELPDData(data=[elpd, se, float("nan"), num_samples, n, False, pointwise_da, "log", 0.7],
                     index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "scale",
                            "good_k"])
 
@@ -391,5 +393,5 @@ def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 5
         model, guide = _program_pair(name, value)
         values = held_out_log_likelihood(model, data, guide, num_particles=num_particles, batch_size=batch_size,
                                          site=site, log_normalizer=log_normalizers.get(name))
-        elpds[name] = elpd_data(values, n_samples=num_particles if guide is not None else 1)
+        elpds[name] = elpd_data(values, num_samples=num_particles if guide is not None else 1)
     return _compare_table(elpds, method)

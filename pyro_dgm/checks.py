@@ -24,6 +24,24 @@ def count(name: str, value, least: int = 1) -> int:
     return value
 
 
+def as_event_shape(value, name: str = "event_shape") -> torch.Size:
+    """``value`` (a positive int, or a non-empty sequence of them) as a ``torch.Size``, else a ValueError."""
+    shape = (value,) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list, torch.Size)) else ()
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"{name}: expected a positive int or a tuple of positive ints, got {value!r}")
+    return torch.Size(shape)
+
+
+def widths(name: str, value, allow_empty: bool = False) -> tuple:
+    """Hidden-layer widths given as an int or a sequence of ints >= 1, as a tuple; else a ValueError."""
+    sizes = (value,) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if sizes is None or (not sizes and not allow_empty) or any(
+            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
+        raise ValueError(f"{name}: expected an integer >= 1 or a {'' if allow_empty else 'non-empty '}"
+                         f"sequence of them, got {value!r}")
+    return sizes
+
+
 def expected_event_shape(model):
     """The data shape a model declares through an ``event_shape`` attribute, if any."""
     module = _module_of(model)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .data import TOY_STD, mode_centers
+from .nets import mlp
 
 __all__ = ["mmd2", "mode_coverage", "frechet_distance", "precision_recall", "DigitsClassifier",
            "digits_classifier", "digits_features", "digits_quality", "DEFAULT_BANDWIDTHS",
@@ -205,7 +206,7 @@ class DigitsClassifier(nn.Module):
 
     def __init__(self, hidden: int = 128, feature_dim: int = 32):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU())
+        self.body = mlp((64, hidden, feature_dim), last_activation=True)
         self.head = nn.Linear(feature_dim, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -147,8 +147,7 @@ def ais_log_partition(energy, base: torch.distributions.Distribution, *, num_cha
     if transition not in ("mala", "hmc", "langevin"):
         raise ValueError(f"transition: expected 'mala', 'hmc' or 'langevin', got {transition!r}")
     for name, value in (("num_chains", num_chains), ("num_temps", num_temps), ("steps_per_temp", steps_per_temp)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        count(name, value)
     if not step_size > 0:
         raise ValueError(f"step_size: expected a positive number, got {step_size!r}")
     with torch.no_grad():

@@ -234,6 +234,16 @@ def _sample_trace(model, num_samples, site, like, args):
     return trace_program(model, None, *args)
 
 
+def site_log_prob(model, x: torch.Tensor, site: str = "x", args=()) -> torch.Tensor:
+    """``log p(x)`` of each example under the distribution the program puts at the data site.
+
+    The conveniences ``FlowModel.log_prob`` and friends go through this (and
+    :func:`sample_program`), so a handler around the call applies to them too.
+    """
+    node = data_site(trace_program(model, x, *args), site)
+    return node["fn"].log_prob(node["value"])
+
+
 def predictive_trace(model, guide_trace, x, args=(), site: str = "x") -> poutine.Trace:
     """The model replayed on a guide trace with the data site unconditioned: the posterior predictive."""
     return trace_program(uncondition_site(site)(poutine.replay(model, trace=guide_trace)), x, *args)

@@ -263,7 +263,7 @@ def test_density_model_without_guide():
 
 
 def test_ebm_needs_a_log_normalizer():
-    ebm = EBM(EnergyMLP(2, hidden=(8,)), event_shape=2, base_scale=1.0, sample_steps=2)
+    ebm = EBM(EnergyMLP(2, hidden=(8,)), event_shape=2, base_scale=1.0, num_steps=2)
     x = torch.randn(5, 2)
     with pytest.raises(ValueError, match="log_normalizer"):
         pyro_dgm.to_arviz(ebm.model, None, x)

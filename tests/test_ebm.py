@@ -82,7 +82,7 @@ def test_unnormalized_distribution_log_prob_score_sample():
 
 
 def test_ebm_program_has_energy_site_and_checks_data_shape():
-    ebm = EBM(EnergyMLP(2, hidden=(16,)), 2, base_scale=3.0, sample_steps=5)
+    ebm = EBM(EnergyMLP(2, hidden=(16,)), 2, base_scale=3.0, num_steps=5)
     site = trace_program(ebm.model, torch.zeros(5, 2)).nodes["x"]
     assert isinstance(site["fn"], UnnormalizedDistribution) and site["is_observed"]
     assert torch.allclose(site["fn"].log_prob(site["value"]), -ebm.energy(site["value"]))
@@ -285,7 +285,7 @@ def test_objectives_samplers_and_partition_run_on_cuda():
     x = toy_2d("8gaussians", 256)
     for obj in (ContrastiveDivergence(num_steps=2), PersistentContrastiveDivergence(num_steps=2, buffer_size=300),
                 ScoreMatching(), NoiseContrastiveEstimation(), FlowContrastiveEstimation()):
-        ebm = EBM(EnergyMLP(2, hidden=(8,)), 2, base_scale=4.0, sample_steps=2)
+        ebm = EBM(EnergyMLP(2, hidden=(8,)), 2, base_scale=4.0, num_steps=2)
         pyro_dgm.fit(ebm.model, None, x, objective=obj, steps=2, batch_size=64, device="cuda", progress=False)
         assert ebm.sample(4).device.type == "cuda"
     est = ais_log_partition(ebm.energy, ebm.base_distribution(), num_chains=8, num_temps=3)

@@ -41,7 +41,7 @@ def test_a_score_field_is_scored_by_its_probability_flow():
     model = get_model("ncsn").build((2,), "points")
     x = torch.randn(20, 2)
     res = pyro_dgm.evaluate(model.model, x, seed=0)
-    field = model.field(2)
+    field = model.distribution(2)
     sde = field.sde or VESDE(float(field.sigmas.min()), float(field.sigmas.max()))
     ref = probability_flow_nll(model.model, x, sde=sde, seed=0)
     assert res["nll"] == pytest.approx(ref["nll"], rel=1e-5) and "probability-flow" in res["method"]

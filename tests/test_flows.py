@@ -12,7 +12,7 @@ from pyro.nn import AutoRegressiveNN
 
 import pyro_dgm
 from pyro_dgm.models import flows as F
-from pyro_dgm.models.flows.nets import conv_net, mlp_net
+from pyro_dgm.nets import conv_net, mlp
 from pyro_dgm.registry import get_model
 
 FAST = settings(max_examples=4, deadline=None, derandomize=True)
@@ -67,7 +67,7 @@ def _image(draw, seed, channels=(1, 2)):
 
 def additive_vector(draw, seed):
     dim, x = _vector(draw, seed)
-    return F.AdditiveCoupling(F.alternating_mask(dim, seed % 2), mlp_net(dim, [8], dim)), x
+    return F.AdditiveCoupling(F.alternating_mask(dim, seed % 2), mlp((dim, 8, dim), zero_init=True)), x
 
 
 def additive_image(draw, seed):
@@ -82,7 +82,7 @@ def diagonal_scaling(draw, seed):
 
 def affine_vector(draw, seed):
     dim, x = _vector(draw, seed)
-    return F.MaskedAffineCoupling(F.alternating_mask(dim, seed % 2), mlp_net(dim, [8], 2 * dim)), x
+    return F.MaskedAffineCoupling(F.alternating_mask(dim, seed % 2), mlp((dim, 8, 2 * dim), zero_init=True)), x
 
 
 def affine_checkerboard(draw, seed):
@@ -209,7 +209,7 @@ def test_log_det_matches_autograd_jacobian_and_inverse(factory, data, seed):
 
 def test_iresnet_power_series_is_unbiased_against_exact_log_det():
     torch.manual_seed(1)
-    t = F.InvertibleResidual(3, hidden=(3,), coeff=0.6, n_terms=25).double()
+    t = F.InvertibleResidual(3, hidden=(3,), coeff=0.6, num_terms=25).double()
     with torch.no_grad():  # near-identity weights: J_g has a trace far from 0, so log|det| is not ~0
         for layer in t.net[::2]:
             layer.parametrizations.weight.original.copy_(torch.eye(3) + 0.3 * torch.randn(3, 3))
@@ -242,7 +242,7 @@ def test_iresnet_fixed_point_inverse_converges_geometrically():
 
 
 def test_iresnet_log_det_modes_and_gradients():
-    t = settle(perturb(F.InvertibleResidual(2, hidden=(8,), n_terms=30, n_samples=200).double(), 3), 2)
+    t = settle(perturb(F.InvertibleResidual(2, hidden=(8,), num_terms=30, num_projections=200).double(), 3), 2)
     x = torch.randn(5, 2, dtype=torch.float64)
     exact = F.InvertibleResidual.exact_log_det(t, x.clone().requires_grad_())
     t.train()

@@ -76,7 +76,7 @@ def test_score_field_in_a_program_samples_and_scores():
 
 
 def test_score_field_has_no_log_prob():
-    field = NCSN(2).field(3)
+    field = NCSN(2).distribution(3)
     with pytest.raises(TypeError, match="normalizing constant"):
         field.log_prob(torch.zeros(3, 2))
     with pytest.raises(TypeError):
@@ -250,7 +250,7 @@ def test_langevin_gets_mode_weights_wrong_and_annealing_fixes_it():
     x0 = torch.rand(2000, 2) * 16 - 8
     plain = langevin(x0, score=lambda x: mixture_score(x, 0.0), step_size=0.1, num_steps=1000)
     assert abs(major_fraction(plain) - 0.8) > 0.2
-    annealed = AnnealedLangevin(geometric_sigmas(20.0, 0.1, 20), steps_per_level=100, step_lr=2e-3)(
+    annealed = AnnealedLangevin(geometric_sigmas(20.0, 0.1, 20), steps_per_level=100, step_size=2e-3)(
         mixture_score, (2000, 2))
     assert abs(major_fraction(annealed) - 0.8) < 0.05
     # and each mode has the right shape: unit variance around its center
@@ -341,7 +341,7 @@ def test_trained_ncsn_annealed_langevin_beats_plain_langevin_on_25_gaussians():
                  scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, 2000),
                  scheduler_every="step", seed=0, progress=False)
     torch.manual_seed(1)
-    annealed = m.sample(1000, AnnealedLangevin(sigmas, steps_per_level=100, step_lr=2e-5))
+    annealed = m.sample(1000, AnnealedLangevin(sigmas, steps_per_level=100, step_size=2e-5))
     plain = m.sample(1000, Langevin(0.01, step_size=2e-3, num_steps=1000, init_scale=float(sigmas[0])))
     cov_a, cov_p = mode_coverage(annealed, "25gaussians"), mode_coverage(plain, "25gaussians")
 

@@ -31,18 +31,13 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.nn import functional as F
+from ..checks import count
 
 __all__ = ["AutoregressiveDistribution", "DiscretizedLogisticMixture", "BernoulliOutput", "CategoricalOutput",
            "LogisticMixtureOutput", "GaussianMixtureOutput", "make_output", "OUTPUTS"]
 
 #: Smallest scale of a logistic or Gaussian component, so densities stay finite.
 MIN_SCALE = 1e-2
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return value
 
 
 class DiscretizedLogisticMixture(TorchDistribution):
@@ -74,7 +69,7 @@ class DiscretizedLogisticMixture(TorchDistribution):
     arg_constraints = {"logits": constraints.real, "loc": constraints.real, "scale": constraints.positive}
 
     def __init__(self, logits, loc, scale, num_levels, validate_args=None):
-        self.num_levels = _check_int("num_levels", num_levels, 2)
+        self.num_levels = count("num_levels", num_levels, 2)
         self.logits, self.loc, self.scale = torch.broadcast_tensors(logits, loc, scale)
         super().__init__(self.logits.shape[:-1], validate_args=validate_args)
 
@@ -130,7 +125,7 @@ class CategoricalOutput:
     """
 
     def __init__(self, num_levels: int):
-        self.num_levels = _check_int("num_levels", num_levels, 2)
+        self.num_levels = count("num_levels", num_levels, 2)
         self.num_params = num_levels
         self.support = constraints.integer_interval(0, num_levels - 1)
 
@@ -158,12 +153,15 @@ class LogisticMixtureOutput:
     """3K numbers per dimension: a :class:`DiscretizedLogisticMixture` over L levels.
 
     The raw outputs :math:`(w, u, r)` give :math:`\\pi = \\mathrm{softmax}(w)`,
-    :math:`\\mu = (L-1)(1 + u)/2` and :math:`s = \\mathrm{softplus}(r) + 10^{-2}`.
+    :math:`\\mu = (L-1)(1 + u)/2` and :math:`s = (L-1)\\,\\mathrm{softplus}(r)/2 + 10^{-2}`: like
+    :math:`\\mu`, the scale is measured on the encoded range [-1, 1] (as in PixelCNN++), so at
+    initialisation the logistics spread over all L levels whatever L is (at L = 256 a scale of
+    one level would start near 50 nats per dimension instead of log 256 = 5.5).
     """
 
     def __init__(self, num_levels: int, num_components: int = 5):
-        self.num_levels = _check_int("num_levels", num_levels, 2)
-        self.num_components = _check_int("num_components", num_components, 1)
+        self.num_levels = count("num_levels", num_levels, 2)
+        self.num_components = count("num_components", num_components, 1)
         self.num_params = 3 * num_components
         self.support = constraints.integer_interval(0, num_levels - 1)
 
@@ -173,7 +171,7 @@ class LogisticMixtureOutput:
     def distribution(self, params):
         w, u, r = params.chunk(3, -1)
         half = (self.num_levels - 1) / 2.0
-        return DiscretizedLogisticMixture(w, half * (1.0 + u), F.softplus(r) + MIN_SCALE, self.num_levels)
+        return DiscretizedLogisticMixture(w, half * (1.0 + u), half * F.softplus(r) + MIN_SCALE, self.num_levels)
 
     def __repr__(self):
         return f"LogisticMixtureOutput(num_levels={self.num_levels}, num_components={self.num_components})"
@@ -189,7 +187,7 @@ class GaussianMixtureOutput:
     support = constraints.real
 
     def __init__(self, num_components: int = 5):
-        self.num_components = _check_int("num_components", num_components, 1)
+        self.num_components = count("num_components", num_components, 1)
         self.num_params = 3 * num_components
 
     def encode(self, x):

@@ -10,7 +10,8 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ..registry import register_model
-from ..programs import announce
+from ..checks import as_event_shape, count
+from ..programs import announce, sample_program
 
 __all__ = ["FactorizedBernoulli", "DiagonalGaussian", "batch_size_of"]
 
@@ -29,7 +30,7 @@ class _Factorized(PyroModule):
 
     def __init__(self, event_shape):
         super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        self.event_shape = as_event_shape(event_shape)
 
     def model(self, x=None, num_samples=None):
         announce(self)
@@ -37,9 +38,9 @@ class _Factorized(PyroModule):
         with pyro.plate("data", n):
             return pyro.sample("x", self.distribution(n), obs=x)
 
-    def sample(self, n):
-        with torch.no_grad():
-            return self.distribution(n).sample()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` samples by running :meth:`model`."""
+        return sample_program(self.model, count("n", n))
 
 
 class FactorizedBernoulli(_Factorized):

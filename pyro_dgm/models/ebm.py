@@ -35,14 +35,12 @@ from ..inference.contrastive import (ContrastiveDivergence, FlowContrastiveEstim
 from ..samplers import langevin
 from ..registry import register_model
 from .baselines import batch_size_of
-from ..checks import count
-from ..programs import announce
+from ..checks import as_event_shape, count, positive, widths
+from ..deprecation import renamed, renamed_attribute
+from ..nets import mlp
+from ..programs import announce, sample_program
 
 __all__ = ["EBM", "EnergyMLP", "DigitsEnergy", "FlowNoise"]
-
-
-def _shape(event_shape):
-    return torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
 
 
 class EnergyMLP(nn.Module):
@@ -58,11 +56,7 @@ class EnergyMLP(nn.Module):
     def __init__(self, in_dim: int, hidden=(128, 128)):
         super().__init__()
         count("in_dim", in_dim)
-        sizes = [in_dim, *hidden]
-        layers = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), nn.SiLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], 1))
+        self.net = mlp((in_dim, *widths("hidden", hidden, allow_empty=True), 1), nn.SiLU)
 
     def forward(self, x):
         return self.net(x.reshape(x.shape[0], -1)).squeeze(-1)
@@ -102,24 +96,31 @@ class EBM(PyroModule):
             base term ``0.5 ||(x - mu0)/sigma0||^2`` added to the energy
             (``base_scale=None``: none). Fitted to the data (mean, std), it makes
             the untrained EBM the diagonal-Gaussian baseline.
-        sample_steps, sample_step_size, sample_noise: the Langevin chain that
+        num_steps, step_size, noise_scale: the Langevin chain that
             ``model(num_samples=n)`` and :meth:`sample` run, from the base
-            Gaussian (or N(0, I) without one).
+            Gaussian (or N(0, I) without one); the arguments of
+            :func:`pyro_dgm.samplers.langevin`. (``sample_steps``,
+            ``sample_step_size`` and ``sample_noise`` are their deprecated names.)
 
     ``log_prob`` at site "x" is ``-E(x)``, the log density up to log Z; see
     :mod:`pyro_dgm.partition` for log Z.
 
     Example::
 
-        >>> ebm = EBM(EnergyMLP(2, hidden=(16,)), event_shape=2, base_scale=3.0, sample_steps=10)
+        >>> ebm = EBM(EnergyMLP(2, hidden=(16,)), event_shape=2, base_scale=3.0, num_steps=10)
         >>> ebm.energy(torch.zeros(4, 2)).shape, ebm.sample(4).shape
         (torch.Size([4]), torch.Size([4, 2]))
     """
 
+    sample_steps = renamed_attribute("num_steps", "sample_steps")
+    sample_step_size = renamed_attribute("step_size", "sample_step_size")
+    sample_noise = renamed_attribute("noise_scale", "sample_noise")
+
+    @renamed(sample_steps="num_steps", sample_step_size="step_size", sample_noise="noise_scale")
     def __init__(self, energy_net: nn.Module, event_shape, *, base_loc=0.0, base_scale=None,
-                 sample_steps: int = 200, sample_step_size: float = 1e-2, sample_noise: float = 1.0):
+                 num_steps: int = 200, step_size: float = 1e-2, noise_scale: float = 1.0):
         super().__init__()
-        self.event_shape = _shape(event_shape)
+        self.event_shape = as_event_shape(event_shape)
         self.energy_net = energy_net
         self.register_buffer("base_loc", torch.as_tensor(base_loc, dtype=torch.get_default_dtype())
                              .expand(self.event_shape).clone())
@@ -128,7 +129,8 @@ class EBM(PyroModule):
             if not bool((base_scale > 0).all()):
                 raise ValueError(f"base_scale: expected positive numbers or None, got {base_scale}")
         self.register_buffer("base_scale", base_scale)
-        self.sample_steps, self.sample_step_size, self.sample_noise = sample_steps, sample_step_size, sample_noise
+        self.num_steps = count("num_steps", num_steps)
+        self.step_size, self.noise_scale = positive("step_size", step_size), float(noise_scale)
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """``E(x) = f(x) + 0.5 ||(x - mu0)/sigma0||^2``, shape ``(n,)``."""
@@ -146,8 +148,8 @@ class EBM(PyroModule):
         return dist.Normal(self.base_loc, self._scale()).to_event(len(self.event_shape))
 
     def _sampler(self, x0, log_prob):
-        return langevin(self.base_loc + self._scale() * x0, log_prob=log_prob, step_size=self.sample_step_size,
-                        num_steps=self.sample_steps, noise_scale=self.sample_noise)
+        return langevin(self.base_loc + self._scale() * x0, log_prob=log_prob, step_size=self.step_size,
+                        num_steps=self.num_steps, noise_scale=self.noise_scale)
 
     def distribution(self, n: int) -> UnnormalizedDistribution:
         return UnnormalizedDistribution(self.energy, self.event_shape, torch.Size([n]), sampler=self._sampler)
@@ -159,8 +161,8 @@ class EBM(PyroModule):
             return pyro.sample("x", self.distribution(n), obs=x)
 
     def sample(self, n: int) -> torch.Tensor:
-        """``n`` draws of the model's Langevin chain (approximate samples of p)."""
-        return self.distribution(n).sample()
+        """``n`` draws of the model's Langevin chain (approximate samples of p), by running :meth:`model`."""
+        return sample_program(self.model, count("n", n))
 
 
 class FlowNoise(PyroModule):
@@ -186,8 +188,7 @@ class FlowNoise(PyroModule):
     def __init__(self, dim: int, loc=None, scale=None, num_layers: int = 3, hidden: int = 32,
                  count_bins: int = 8, bound: float = 4.0):
         super().__init__()
-        if not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"dim: coupling flows need an integer dim >= 2, got {dim!r}")
+        count("dim", dim, 2)  # a coupling needs two halves
         self.event_shape = torch.Size([dim])
         self.couplings = nn.ModuleList(
             spline_coupling(dim, hidden_dims=[hidden, hidden], count_bins=count_bins, bound=bound)
@@ -214,7 +215,7 @@ class FlowNoise(PyroModule):
 # ---------------------------------------------------------------- registry
 
 def _build_ebm(event_shape, data_kind, **options):
-    shape = _shape(event_shape)
+    shape = as_event_shape(event_shape)
     if data_kind == "points":
         return EBM(EnergyMLP(math.prod(shape), tuple(options.get("hidden", (128, 128)))), shape,
                    base_scale=options.get("base_scale", 4.0))

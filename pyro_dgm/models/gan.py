@@ -47,30 +47,21 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from ..registry import register_model
 from .baselines import batch_size_of
-from .vae import mlp
-from ..programs import announce
+from ..checks import as_event_shape, count, widths
+from ..nets import mlp
+from ..programs import announce, sample_program
 
 __all__ = ["Generator", "MLPGenerator", "DCGANGenerator", "MLPCritic", "DCGANCritic", "GAN"]
 
 OUTPUTS = {"identity": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
-def _shape(event_shape) -> torch.Size:
-    return torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
-
-
 def _image_shape(event_shape, who) -> tuple:
-    shape = tuple(_shape(event_shape))
+    shape = tuple(as_event_shape(event_shape))
     if len(shape) != 3 or shape[1] % 4 or shape[2] % 4:
         raise ValueError(f"event_shape: {who} needs (channels, height, width) with height and width "
                          f"divisible by 4, got {shape}")
     return shape
-
-
-def _latent_dim(value) -> int:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"latent_dim: expected an integer >= 1, got {value!r}")
-    return value
 
 
 def _output(name):
@@ -102,8 +93,8 @@ class Generator(PyroModule):
     def __init__(self, net: nn.Module, event_shape, latent_dim: int):
         super().__init__()
         self.net = net
-        self.event_shape = _shape(event_shape)
-        self.latent_dim = _latent_dim(latent_dim)
+        self.event_shape = as_event_shape(event_shape)
+        self.latent_dim = count("latent_dim", latent_dim)
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
 
@@ -122,10 +113,9 @@ class Generator(PyroModule):
             z = pyro.sample("z", self.prior(n))
             return pyro.deterministic("x", self(z), event_dim=len(self.event_shape))
 
-    @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """``n`` samples G(z), z ~ p(z)."""
-        return self(self.prior(n).sample())
+        """``n`` samples G(z), z ~ p(z), by running :meth:`model`."""
+        return sample_program(self.model, count("n", n))
 
 
 class MLPGenerator(Generator):
@@ -146,8 +136,9 @@ class MLPGenerator(Generator):
     """
 
     def __init__(self, event_shape, latent_dim: int = 2, hidden=(128, 128, 128), output: str = "identity"):
-        shape = _shape(event_shape)
-        net = nn.Sequential(mlp((_latent_dim(latent_dim), *hidden, math.prod(shape))), _output(output))
+        shape = as_event_shape(event_shape)
+        hidden = widths("hidden", hidden, allow_empty=True)
+        net = nn.Sequential(mlp((count("latent_dim", latent_dim), *hidden, math.prod(shape))), _output(output))
         super().__init__(net, shape, latent_dim)
 
 
@@ -167,7 +158,7 @@ class DCGANGenerator(Generator):
     def __init__(self, event_shape, latent_dim: int = 16, channels: int = 32, output: str = "sigmoid"):
         c, h, w = _image_shape(event_shape, "DCGANGenerator")
         net = nn.Sequential(
-            nn.Linear(_latent_dim(latent_dim), 2 * channels * (h // 4) * (w // 4)),
+            nn.Linear(count("latent_dim", latent_dim), 2 * channels * (h // 4) * (w // 4)),
             nn.Unflatten(1, (2 * channels, h // 4, w // 4)),
             nn.BatchNorm2d(2 * channels), nn.ReLU(),
             nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1),
@@ -195,13 +186,8 @@ class MLPCritic(nn.Module):
 
     def __init__(self, event_shape, hidden=(128, 128, 128), spectral_norm: bool = False):
         super().__init__()
-        sizes = (math.prod(_shape(event_shape)), *hidden, 1)
-        layers = [nn.Flatten()]
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(_maybe_sn(nn.Linear(a, b), spectral_norm))
-            if i < len(sizes) - 2:
-                layers.append(nn.LeakyReLU(0.2))
-        self.net = nn.Sequential(*layers)
+        sizes = (math.prod(as_event_shape(event_shape)), *widths("hidden", hidden, allow_empty=True), 1)
+        self.net = mlp(sizes, lambda: nn.LeakyReLU(0.2), spectral_norm=spectral_norm, flatten=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).reshape(x.shape[0])

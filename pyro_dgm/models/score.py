@@ -28,6 +28,7 @@ al., 2022, :math:`c_{in}` with unit data scale) and the output is divided by
 from __future__ import annotations
 
 import math
+import warnings
 
 import pyro
 import torch
@@ -39,7 +40,7 @@ from ..inference.score_based import (DenoisingScoreMatching, PredictorCorrector,
                                      geometric_sigmas)
 from ..registry import register_model
 from .baselines import batch_size_of
-from ..checks import count
+from ..checks import as_event_shape, count, widths
 from ..programs import announce
 
 __all__ = ["NCSN", "ScoreMLP", "ScoreUNet", "NoiseEmbedding", "default_score_net"]
@@ -85,9 +86,7 @@ class ScoreMLP(nn.Module):
     def __init__(self, dim: int, hidden=(128, 128, 128), embed_dim: int = 32):
         super().__init__()
         count("dim", dim)
-        hidden = tuple(hidden)
-        if not hidden or any(not isinstance(h, int) or h < 1 for h in hidden):
-            raise ValueError(f"hidden: expected a non-empty sequence of positive widths, got {hidden!r}")
+        hidden = widths("hidden", hidden)
         self.embed = nn.Sequential(NoiseEmbedding(embed_dim), nn.Linear(embed_dim, embed_dim), nn.SiLU())
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip((dim,) + hidden[:-1], hidden))
         self.cond = nn.ModuleList(nn.Linear(embed_dim, h) for h in hidden)
@@ -201,7 +200,7 @@ class NCSN(nn.Module):
 
     def __init__(self, event_shape, net: nn.Module | None = None, *, sigmas=None, sde=None, sampler=None):
         super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        self.event_shape = as_event_shape(event_shape)
         self.net = default_score_net(self.event_shape) if net is None else net
         if sigmas is None and sde is None:
             sigmas = geometric_sigmas(10.0, 0.01, 10)
@@ -209,8 +208,8 @@ class NCSN(nn.Module):
             sigmas, dtype=torch.get_default_dtype()).reshape(-1))
         self.sde, self.sampler = sde, sampler
 
-    def field(self, n: int, sampler=None) -> ScoreField:
-        """The ScoreField of a plate of ``n`` examples."""
+    def distribution(self, n: int, sampler=None) -> ScoreField:
+        """The ScoreField of a plate of ``n`` examples (the distribution at site "x")."""
         return ScoreField(self.net, self.event_shape, torch.Size([n]), sigmas=self.sigmas, sde=self.sde,
                           sampler=sampler or self.sampler)
 
@@ -218,15 +217,21 @@ class NCSN(nn.Module):
         announce(self)
         n = batch_size_of(x, num_samples)
         with pyro.plate("data", n):
-            return pyro.sample("x", self.field(n), obs=x)
+            return pyro.sample("x", self.distribution(n), obs=x)
 
     def score(self, x, sigma=None):
         """:math:`s_\\theta(x, \\sigma)`; sigma defaults to the smallest level of the ladder."""
-        return self.field(x.shape[0]).score(x, sigma)
+        return self.distribution(x.shape[0]).score(x, sigma)
 
     def sample(self, n: int, sampler=None) -> torch.Tensor:
         """``n`` samples from the model's sampler, or from ``sampler``."""
-        return self.field(int(n), sampler).sample()
+        return self.distribution(int(n), sampler).sample()
+
+    def field(self, n: int, sampler=None) -> ScoreField:
+        """Deprecated name of :meth:`distribution` (goes in the next release)."""
+        warnings.warn("ScoreModel.field is deprecated and goes in the next release; use .distribution",
+                      FutureWarning, stacklevel=2)
+        return self.distribution(n, sampler)
 
 
 #: Default noise ranges (sigma_max, sigma_min) by data kind: sigma_max about the

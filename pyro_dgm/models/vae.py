@@ -20,39 +20,16 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
-from torch.nn import functional as F
 
 from ..registry import register_model
 from .baselines import batch_size_of
-from ..checks import count
-from ..programs import announce
+from ..checks import as_event_shape, count, widths
+from ..nets import GaussianHead, loc_scale, mlp
+from ..programs import announce, sample_program
 
-__all__ = ["VAE", "ConvVAE", "mlp"]
+__all__ = ["VAE", "ConvVAE"]
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-MIN_SCALE = 1e-3
-
-
-def mlp(sizes, activation=nn.ReLU) -> nn.Sequential:
-    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
-class _GaussianHead(nn.Module):
-    """Splits a network's output into (loc, positive scale)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        loc, raw = self.net(x).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + MIN_SCALE
 
 
 class VAE(PyroModule):
@@ -81,15 +58,13 @@ class VAE(PyroModule):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
         count("latent_dim", latent_dim)
-        for width in tuple(hidden):
-            count("hidden", width)
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        hidden = widths("hidden", hidden)
+        self.event_shape = as_event_shape(event_shape)
         self.data_dim = math.prod(self.event_shape)
         self.latent_dim = int(latent_dim)
         self.likelihood = likelihood
         out = self.data_dim * (2 if likelihood == "gaussian" else 1)
-        hidden = tuple(hidden)
-        self.encoder = encoder if encoder is not None else _GaussianHead(
+        self.encoder = encoder if encoder is not None else GaussianHead(
             nn.Sequential(nn.Flatten(), mlp((self.data_dim, *hidden, 2 * self.latent_dim))))
         self.decoder = decoder if decoder is not None else mlp((self.latent_dim, *hidden[::-1], out))
         self.register_buffer("prior_loc", torch.zeros(self.latent_dim))
@@ -102,9 +77,8 @@ class VAE(PyroModule):
         if self.likelihood == "bernoulli":
             d = dist.Bernoulli(logits=params.reshape(n, *self.event_shape))
         else:
-            loc, raw = params.reshape(n, 2, -1).unbind(1)
-            d = dist.Normal(loc.reshape(n, *self.event_shape),
-                            (F.softplus(raw) + MIN_SCALE).reshape(n, *self.event_shape))
+            loc, scale = loc_scale(params)
+            d = dist.Normal(loc.reshape(n, *self.event_shape), scale.reshape(n, *self.event_shape))
         return d.to_event(len(self.event_shape))
 
     def prior(self, n):
@@ -141,11 +115,10 @@ class VAE(PyroModule):
             return torch.sigmoid(params).reshape(-1, *self.event_shape)
         return params.reshape(params.shape[0], 2, -1)[:, 0].reshape(-1, *self.event_shape)
 
-    @torch.no_grad()
     def sample(self, n: int, mean: bool = False) -> torch.Tensor:
-        """Ancestral samples: z ~ p(z), x ~ p(x|z) (or E[x|z] with ``mean=True``)."""
-        z = self.prior(n).sample()
-        return self.mean(z) if mean else self.likelihood_dist(self.decoder(z)).sample()
+        """Ancestral samples by running :meth:`model`: z ~ p(z), x ~ p(x|z) (or E[x|z] with ``mean=True``)."""
+        node = sample_program(self.model, count("n", n), trace=True).nodes["x"]
+        return node["fn"].mean if mean else node["value"]
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +147,7 @@ class _ConvEncoder(nn.Module):
             nn.Conv2d(c, c1, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
         flat = self.convs(torch.zeros(1, c, h, w)).shape[-1]
-        self.head = _GaussianHead(nn.Linear(flat, 2 * latent_dim))
+        self.head = GaussianHead(nn.Linear(flat, 2 * latent_dim))
 
     def forward(self, x):
         return self.head(self.convs(x))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..checks import count, positive
+from ..deprecation import renamed, renamed_attribute
 from .mcmc import langevin
 from .sde import column as _col
 
@@ -70,20 +71,24 @@ class AnnealedLangevin:
     Args:
         sigmas: the ladder, descending.
         steps_per_level: T.
-        step_lr: :math:`\\epsilon` (2e-5 for :math:`\\sigma_L = 0.01` in the paper).
+        step_size: :math:`\\epsilon` (2e-5 for :math:`\\sigma_L = 0.01` in the paper; the paper's
+            ``step_lr``, still accepted as a deprecated name).
 
     Example::
 
-        >>> x = AnnealedLangevin([3.0, 1.0], steps_per_level=200, step_lr=0.1, denoise=False)(
+        >>> x = AnnealedLangevin([3.0, 1.0], steps_per_level=200, step_size=0.1, denoise=False)(
         ...     lambda x, s: -x / (1 + s**2), (2000, 1))
         >>> abs(float(x.var()) - 2.0) < 0.3   # the last level's density N(0, 1 + 1^2)
         True
     """
 
-    def __init__(self, sigmas, steps_per_level: int = 100, step_lr: float = 2e-5, denoise: bool = True):
+    step_lr = renamed_attribute("step_size", "step_lr")
+
+    @renamed(step_lr="step_size")
+    def __init__(self, sigmas, steps_per_level: int = 100, step_size: float = 2e-5, denoise: bool = True):
         self.sigmas = [float(s) for s in as_sigmas(sigmas)]
         self.steps_per_level = count("steps_per_level", steps_per_level)
-        self.step_lr = positive("step_lr", step_lr)
+        self.step_size = positive("step_size", step_size)
         self.denoise = bool(denoise)
 
     def __call__(self, score, shape, *, device=None, dtype=None):
@@ -91,7 +96,7 @@ class AnnealedLangevin:
         last = self.sigmas[-1]
         with torch.no_grad():
             for sigma in self.sigmas:
-                x = langevin(x, score=_at(score, sigma), step_size=self.step_lr * (sigma / last) ** 2,
+                x = langevin(x, score=_at(score, sigma), step_size=self.step_size * (sigma / last) ** 2,
                              num_steps=self.steps_per_level)
             return x + last**2 * score(x, last) if self.denoise else x
 

@@ -17,17 +17,10 @@ from torch import nn
 
 from ...distributions.autoregressive import AutoregressiveDistribution, make_output
 from ..baselines import batch_size_of
+from ...checks import as_event_shape
 from ...programs import announce
 
-__all__ = ["AutoregressiveModel", "check_order", "as_event_shape"]
-
-
-def as_event_shape(event_shape) -> torch.Size:
-    """An int or a sequence of positive ints, as a ``torch.Size``."""
-    shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
-    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"event_shape: expected a positive int or a tuple of positive ints, got {event_shape!r}")
-    return torch.Size(shape)
+__all__ = ["AutoregressiveModel", "check_order"]
 
 
 def check_order(order, dim: int) -> torch.Tensor:

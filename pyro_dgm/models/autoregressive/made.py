@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ...distributions.autoregressive import AutoregressiveDistribution
 from .base import AutoregressiveModel, check_order
+from ...checks import count, widths
 
 __all__ = ["MADE", "made_degrees"]
 
@@ -102,11 +103,8 @@ class MADE(AutoregressiveModel):
     def __init__(self, event_shape, hidden=(500,), num_masks: int = 1, order=None, connectivity: str = "random",
                  seed: int = 0, output: str = "bernoulli", num_levels: int | None = None, num_components: int = 5):
         super().__init__(event_shape, output, num_levels, num_components)
-        hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-        if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
-            raise ValueError(f"hidden: expected one or more positive layer widths, got {hidden!r}")
-        if isinstance(num_masks, bool) or not isinstance(num_masks, int) or num_masks < 1:
-            raise ValueError(f"num_masks: expected an integer >= 1, got {num_masks!r}")
+        hidden = widths("hidden", hidden)
+        count("num_masks", num_masks)
         if connectivity not in CONNECTIVITY:
             raise ValueError(f"connectivity: expected one of {CONNECTIVITY}, got {connectivity!r}")
         if isinstance(order, str) and order != "random":

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import AutoregressiveModel, check_order, inverse_order
+from ...checks import count
 
 __all__ = ["NADE"]
 
@@ -47,8 +48,7 @@ class NADE(AutoregressiveModel):
     def __init__(self, event_shape, hidden: int = 500, order=None, output: str = "bernoulli",
                  num_levels: int | None = None, num_components: int = 5):
         super().__init__(event_shape, output, num_levels, num_components)
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden: expected an integer >= 1, got {hidden!r}")
+        count("hidden", hidden)
         d, p = self.dim, self.num_params
         self.register_buffer("order", check_order(order, d))
         self.register_buffer("rank", inverse_order(self.order))

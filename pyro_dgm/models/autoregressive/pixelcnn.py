@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import AutoregressiveModel, as_event_shape
+from .base import AutoregressiveModel
+from ...checks import as_event_shape, count
 
 __all__ = ["PixelCNN", "GatedPixelCNN", "MaskedConv2d", "conv_mask"]
 
@@ -66,8 +67,7 @@ def _check_image(event_shape, hidden, num_layers, kernel_size):
         raise ValueError(f"event_shape: expected (channels, height, width), got {tuple(event_shape)}")
     for name, value, low in (("hidden", hidden, event_shape[0]), ("num_layers", num_layers, 1),
                              ("kernel_size", kernel_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        count(name, value, low)
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size: expected an odd integer, got {kernel_size}")
 

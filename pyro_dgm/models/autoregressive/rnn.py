@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import AutoregressiveModel, check_order, inverse_order
+from ...checks import count
 
 __all__ = ["AutoregressiveRNN"]
 
@@ -48,8 +49,7 @@ class AutoregressiveRNN(AutoregressiveModel):
         if cell not in CELLS:
             raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
         for name, value in (("hidden", hidden), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+            count(name, value)
         self.register_buffer("order", check_order(order, self.dim))
         self.register_buffer("rank", inverse_order(self.order))
         self.rnn = CELLS[cell](2, hidden, num_layers, batch_first=True)

@@ -27,17 +27,10 @@ from torch.distributions.utils import _sum_rightmost
 
 from ..baselines import batch_size_of
 from .dequantization import UniformDequantization
-from ...programs import announce
+from ...checks import as_event_shape, count
+from ...programs import announce, sample_program, site_log_prob
 
-__all__ = ["FlowModel", "SequentialFlow", "ScoredOnce", "Remembered", "as_shape"]
-
-
-def as_shape(event_shape, name: str = "event_shape") -> torch.Size:
-    """``event_shape`` (an int or a sequence of positive ints) as a ``torch.Size``."""
-    shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
-    if not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
-        raise ValueError(f"{name}: expected a positive int or a tuple of them, got {event_shape!r}")
-    return torch.Size(shape)
+__all__ = ["FlowModel", "SequentialFlow", "ScoredOnce", "Remembered"]
 
 
 class ScoredOnce:
@@ -186,7 +179,7 @@ class FlowModel(PyroModule):
 
     def __init__(self, event_shape, transforms, num_levels: int | None = None):
         super().__init__()
-        self.event_shape = as_shape(event_shape)
+        self.event_shape = as_event_shape(event_shape)
         self.num_levels = num_levels
         if not transforms:
             raise ValueError("transforms: expected at least one transform, got none")
@@ -210,10 +203,9 @@ class FlowModel(PyroModule):
             return pyro.sample("x", self.distribution(n), obs=x)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) in nats, one number per example."""
-        return self.distribution(x.shape[0]).log_prob(x)
+        """log p(x) in nats, one number per example (the program's site "x" scored on ``x``)."""
+        return site_log_prob(self.model, x)
 
-    @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """n samples: z ~ N(0, I), x = f^{-1}(z)."""
-        return self.distribution(n).sample()
+        """n samples by running :meth:`model`: z ~ N(0, I), x = f^{-1}(z)."""
+        return sample_program(self.model, count("n", n))

@@ -9,11 +9,11 @@ from pyro.distributions.transforms import AffineCoupling, GeneralizedChannelPerm
 from torch import nn
 
 from ...registry import register_model
-from .core import FlowModel, ScoredOnce, as_shape
+from .core import FlowModel, ScoredOnce
 from .dequantization import LogitTransform
 from .multiscale import FactorOut, Squeeze
-from .nets import FlatToImage, conv_net
-from ...checks import count
+from ...nets import FlatToImage, conv_net
+from ...checks import as_event_shape, count
 
 __all__ = ["ActNorm", "InvertibleConv1x1", "ChannelAffineCoupling", "Glow"]
 
@@ -123,7 +123,7 @@ class ChannelAffineCoupling(ScoredOnce, AffineCoupling):
     """
 
     def __init__(self, shape, hidden: int = 32):
-        c, h, w = as_shape(shape, "shape")
+        c, h, w = as_event_shape(shape, "shape")
         if c < 2:
             raise ValueError(f"shape: a channel coupling needs at least 2 channels, got {tuple(shape)}")
         d = c // 2
@@ -165,12 +165,11 @@ class Glow(FlowModel):
 
     def __init__(self, shape=(1, 8, 8), levels: int = 2, steps: int = 4, hidden: int = 32,
                  logit: float | None = 0.05):
-        shape = as_shape(shape, "shape")
+        shape = as_event_shape(shape, "shape")
         if len(shape) != 3:
             raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
         for name, value in (("levels", levels), ("steps", steps)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+            count(name, value)
         if shape[1] % 2 ** levels or shape[2] % 2 ** levels:
             raise ValueError(f"levels: {levels} levels need height and width divisible by {2 ** levels}, "
                              f"got {tuple(shape)}")

@@ -25,11 +25,11 @@ from pyro.distributions.conditional import (ConditionalDistribution, Conditional
 from pyro.distributions.transforms import AffineTransform, ConditionalAffineAutoregressive
 from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
-from torch.nn import functional as F
 
 from ...registry import register_model
-from ..vae import MIN_SCALE, VAE, mlp
-from ...checks import count
+from ..vae import VAE
+from ...nets import loc_scale, mlp
+from ...checks import as_event_shape, count, widths
 from ...programs import announce
 
 __all__ = ["ConditionalIAF", "IAFVAE"]
@@ -54,8 +54,8 @@ class _ConditionalGaussian(ConditionalTransformModule):
         self.net = nn.Linear(context_dim, 2 * dim)
 
     def condition(self, context):
-        loc, raw = self.net(context).chunk(2, dim=-1)
-        return AffineTransform(loc, F.softplus(raw) + MIN_SCALE, event_dim=1, cache_size=1)
+        loc, scale = loc_scale(self.net(context))
+        return AffineTransform(loc, scale, event_dim=1, cache_size=1)
 
 
 class ConditionalIAF(nn.Module):
@@ -79,15 +79,14 @@ class ConditionalIAF(nn.Module):
 
     def __init__(self, dim: int, context_dim: int, num_steps: int = 2, hidden=(64,)):
         super().__init__()
-        for name, value in (("dim", dim), ("context_dim", context_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        count("dim", dim)
+        count("context_dim", context_dim)
         count("num_steps", num_steps, 0)
         order = torch.arange(dim)
         self.gaussian = _ConditionalGaussian(context_dim, dim)
         self.steps = nn.ModuleList(
             ConditionalAffineAutoregressive(ConditionalAutoRegressiveNN(
-                dim, context_dim, list(hidden), permutation=order if i % 2 == 0 else order.flip(0)))
+                dim, context_dim, list(widths("hidden", hidden)), permutation=order if i % 2 == 0 else order.flip(0)))
             for i in range(num_steps))
         self.flow = ConditionalTransformedDistribution(_StandardNormal(dim), [self.gaussian, *self.steps])
 
@@ -123,9 +122,8 @@ class IAFVAE(VAE):
 
     def __init__(self, event_shape, latent_dim: int = 20, hidden=(400,), likelihood: str = "bernoulli",
                  num_steps: int = 2, flow_hidden=(64,)):
-        hidden = tuple(hidden)
-        size = event_shape if isinstance(event_shape, int) else int(torch.Size(event_shape).numel())
-        features = nn.Sequential(nn.Flatten(), mlp((size, *hidden)), nn.ReLU())
+        hidden = widths("hidden", hidden)
+        features = nn.Sequential(nn.Flatten(), mlp((as_event_shape(event_shape).numel(), *hidden)), nn.ReLU())
         super().__init__(event_shape, latent_dim, hidden, likelihood, encoder=features)
         self.posterior = ConditionalIAF(self.latent_dim, hidden[-1], num_steps, flow_hidden)
 

@@ -8,7 +8,7 @@ activations (ELU), gives :math:`\\mathrm{Lip}(g) \\le c`. Then
 * the inverse is the fixed point of :math:`x \\leftarrow y - g(x)` (Banach;
   the error shrinks by :math:`c` per iteration), and
 * :math:`\\log|\\det(I + J_g)| = \\sum_{k \\ge 1} \\frac{(-1)^{k+1}}{k} \\mathrm{tr}(J_g^k)`
-  (eq. 6), truncated after ``n_terms`` terms with each trace estimated by
+  (eq. 6), truncated after ``num_terms`` terms with each trace estimated by
   Hutchinson's :math:`\\mathrm{tr}(A) = \\mathbb{E}_v[v^\\top A v]`, :math:`v \\sim N(0, I)`,
   using vector-Jacobian products :math:`v^\\top J_g^k`.
 """
@@ -19,26 +19,19 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from ...registry import register_model
 from .core import FlowModel
 from .dequantization import LogitTransform
 from .glow import ActNorm
 from .nice import _flat_dim, _logit_for
-from ...checks import count
+from ...checks import count, widths
+from ...deprecation import renamed, renamed_attribute
+from ...nets import mlp
 
 __all__ = ["InvertibleResidual", "IResNet"]
 
 LOG_DETS = ("auto", "series", "exact")
-
-
-def _contractive_mlp(dim, hidden, n_power_iterations):
-    sizes = (dim, *hidden, dim)
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [spectral_norm(nn.Linear(a, b), n_power_iterations=n_power_iterations), nn.ELU()]
-    return nn.Sequential(*layers[:-1])
 
 
 class InvertibleResidual(TransformModule):
@@ -49,12 +42,12 @@ class InvertibleResidual(TransformModule):
         hidden: hidden widths of g (spectral-normalized linear layers, ELU).
         coeff: the Lipschitz bound c, in (0, 1).
         log_det: "series" (the truncated power series with Hutchinson
-            traces: stochastic, cost ``n_terms`` vector-Jacobian products),
+            traces: stochastic, cost ``num_terms`` vector-Jacobian products),
             "exact" (``slogdet`` of the full Jacobian: cost ``dim`` backward
             passes, for small dimensions), or "auto": series while the module
             is training, exact in eval mode (so reported likelihoods are exact).
-        n_terms: terms of the power series.
-        n_samples: Hutchinson probe vectors per estimate.
+        num_terms: terms of the power series (deprecated name ``n_terms``).
+        num_projections: Hutchinson probe vectors per estimate (deprecated name ``n_samples``).
         max_iter, atol: the fixed-point inverse stops after ``max_iter``
             iterations or when no coordinate moves more than ``atol``.
 
@@ -74,8 +67,12 @@ class InvertibleResidual(TransformModule):
     codomain = constraints.independent(constraints.real, 1)
     bijective = True
 
+    n_terms = renamed_attribute("num_terms", "n_terms")
+    n_samples = renamed_attribute("num_projections", "n_samples")
+
+    @renamed(n_terms="num_terms", n_samples="num_projections")
     def __init__(self, dim: int, hidden=(64, 64), coeff: float = 0.9, log_det: str = "auto",
-                 n_terms: int = 8, n_samples: int = 1, n_power_iterations: int = 5,
+                 num_terms: int = 8, num_projections: int = 1, n_power_iterations: int = 5,
                  max_iter: int = 100, atol: float = 1e-6):
         super().__init__(cache_size=0)
         count("dim", dim)
@@ -83,11 +80,12 @@ class InvertibleResidual(TransformModule):
             raise ValueError(f"coeff: expected a number in (0, 1) so the block is invertible, got {coeff!r}")
         if log_det not in LOG_DETS:
             raise ValueError(f"log_det: expected one of {LOG_DETS}, got {log_det!r}")
-        for name, value in (("n_terms", n_terms), ("n_samples", n_samples), ("max_iter", max_iter)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        self.net = _contractive_mlp(dim, tuple(hidden), n_power_iterations)
-        self.coeff, self.log_det, self.n_terms, self.n_samples = float(coeff), log_det, n_terms, n_samples
+        for name, value in (("num_terms", num_terms), ("num_projections", num_projections), ("max_iter", max_iter)):
+            count(name, value)
+        self.net = mlp((dim, *widths("hidden", hidden), dim), nn.ELU, spectral_norm=True,
+                       n_power_iterations=n_power_iterations)
+        self.coeff, self.log_det, self.num_terms, self.num_projections = (
+            float(coeff), log_det, num_terms, num_projections)
         self.max_iter, self.atol = max_iter, atol
 
     def g(self, x):
@@ -148,13 +146,13 @@ class InvertibleResidual(TransformModule):
         """
         gx = self.g(x) if gx is None else gx
         total = x.new_zeros(x.shape[:-1])
-        for _ in range(self.n_samples):
+        for _ in range(self.num_projections):
             v = torch.randn_like(x)
             w = v
-            for k in range(1, self.n_terms + 1):
+            for k in range(1, self.num_terms + 1):
                 (w,) = torch.autograd.grad(gx, x, w, retain_graph=True, create_graph=create_graph)
                 total = total + (-1) ** (k + 1) / k * (w * v).sum(-1)
-        return total / self.n_samples
+        return total / self.num_projections
 
     def lipschitz_bound(self) -> float:
         """c times the product of the exact spectral norms of g's weights (should be < 1)."""

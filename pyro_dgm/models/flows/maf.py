@@ -11,7 +11,7 @@ from ...registry import register_model
 from .core import FlowModel, ScoredOnce
 from .dequantization import LogitTransform
 from .nice import _flat_dim, _logit_for
-from ...checks import count
+from ...checks import count, widths
 
 __all__ = ["MaskedAffineAutoregressive", "NormalizingBatchNorm", "MAF"]
 
@@ -109,6 +109,7 @@ class MAF(FlowModel):
                  logit: float | None = None):
         count("dim", dim, 2)
         count("num_layers", num_layers)
+        hidden = widths("hidden", hidden)
         order = torch.arange(dim)
         parts = [LogitTransform(logit)] if logit is not None else []
         for i in range(num_layers):

@@ -8,10 +8,10 @@ from pyro.distributions.torch_transform import TransformModule
 from torch import nn
 
 from ...registry import register_model
-from .core import FlowModel, as_shape
+from .core import FlowModel
 from .dequantization import LogitTransform
-from .nets import mlp_net
-from ...checks import count
+from ...nets import mlp
+from ...checks import as_event_shape, count, widths
 
 __all__ = ["AdditiveCoupling", "DiagonalScaling", "NICE", "alternating_mask"]
 
@@ -66,7 +66,7 @@ class AdditiveCoupling(MaskedCoupling):
     Example::
 
         >>> import torch
-        >>> t = AdditiveCoupling(alternating_mask(4, 0), mlp_net(4, [8], 4, zero_init=False))
+        >>> t = AdditiveCoupling(alternating_mask(4, 0), mlp((4, 8, 4)))
         >>> x = torch.randn(3, 4)
         >>> torch.allclose(t.inv(t(x)), x, atol=1e-6)
         True
@@ -103,7 +103,7 @@ class DiagonalScaling(TransformModule):
 
     def __init__(self, event_shape):
         super().__init__(cache_size=0)
-        shape = as_shape(event_shape)
+        shape = as_event_shape(event_shape)
         self.log_scale = nn.Parameter(torch.zeros(shape))
         self._event_dim = len(shape)
 
@@ -148,7 +148,9 @@ class NICE(FlowModel):
         count("dim", dim, 2)
         count("num_couplings", num_couplings)
         parts = [LogitTransform(logit)] if logit is not None else []
-        parts += [AdditiveCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, dim)) for i in range(num_couplings)]
+        hidden = widths("hidden", hidden, allow_empty=True)
+        parts += [AdditiveCoupling(alternating_mask(dim, i % 2), mlp((dim, *hidden, dim), zero_init=True))
+                  for i in range(num_couplings)]
         super().__init__(dim, parts + [DiagonalScaling(dim)])
 
 
@@ -157,7 +159,7 @@ def _logit_for(data_kind):
 
 
 def _flat_dim(event_shape):
-    shape = as_shape(event_shape)
+    shape = as_event_shape(event_shape)
     if len(shape) != 1:
         raise ValueError(f"event_shape: this flow takes flat vectors, got shape {tuple(shape)}")
     return shape[0]

@@ -6,12 +6,12 @@ import torch
 from torch import nn
 
 from ...registry import register_model
-from .core import FlowModel, Remembered, as_shape
+from .core import FlowModel, Remembered
 from .dequantization import LogitTransform
 from .multiscale import FactorOut, Squeeze
-from .nets import conv_net, mlp_net
+from ...nets import conv_net, mlp
 from .nice import MaskedCoupling, _flat_dim, _logit_for, alternating_mask
-from ...checks import count
+from ...checks import as_event_shape, count, widths
 
 __all__ = ["MaskedAffineCoupling", "checkerboard_mask", "channel_mask", "RealNVP", "MultiScaleRealNVP"]
 
@@ -62,7 +62,7 @@ class MaskedAffineCoupling(Remembered, MaskedCoupling):
     Example::
 
         >>> import torch
-        >>> t = MaskedAffineCoupling(alternating_mask(4, 1), mlp_net(4, [8], 8, zero_init=False))
+        >>> t = MaskedAffineCoupling(alternating_mask(4, 1), mlp((4, 8, 8)))
         >>> x = torch.randn(3, 4)
         >>> torch.allclose(t.inv(t(x)), x, atol=1e-6)
         True
@@ -122,7 +122,8 @@ class RealNVP(FlowModel):
         count("dim", dim, 2)
         count("num_couplings", num_couplings)
         parts = [LogitTransform(logit)] if logit is not None else []
-        parts += [MaskedAffineCoupling(alternating_mask(dim, i % 2), mlp_net(dim, hidden, 2 * dim))
+        hidden = widths("hidden", hidden, allow_empty=True)
+        parts += [MaskedAffineCoupling(alternating_mask(dim, i % 2), mlp((dim, *hidden, 2 * dim), zero_init=True))
                   for i in range(num_couplings)]
         super().__init__(dim, parts)
 
@@ -163,7 +164,7 @@ class MultiScaleRealNVP(FlowModel):
 
     def __init__(self, shape=(1, 8, 8), num_scales: int = 2, hidden: int = 32, couplings: int = 3,
                  logit: float | None = 0.05):
-        shape = as_shape(shape, "shape")
+        shape = as_event_shape(shape, "shape")
         if len(shape) != 3:
             raise ValueError(f"shape: expected (channels, height, width), got {tuple(shape)}")
         count("num_scales", num_scales)
