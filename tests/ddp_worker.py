@@ -1,0 +1,144 @@
+"""The runs tests/test_distributed.py checks, each a plain ``pyro_dgm.fit`` call.
+
+``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT MODE``
+(or :func:`main` in processes that have torchrun's environment variables)
+runs them on two gloo ranks and writes each rank's losses, weights and NLLs
+to ``OUT/<run>.rank<r>.pt``; the test runs the same functions in one process.
+MODE "killed" trains the resumable VAE and kills rank 1 at step 5; "compare"
+trains the VAE, the GAN and a param-store program, trains the resumable VAE
+without a break and resumes the killed run; "glow" trains a Glow (ActNorm)
+and evaluates it.
+
+So that 2 ranks at batch B/2 can equal 1 process at batch B to float
+precision, the VAE's and the GAN's noise comes with each example (a batch
+item): each rank draws its own noise stream, which no single process can
+reproduce row by row.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+import pyro_dgm
+from pyro_dgm.inference import Adversarial
+from pyro_dgm.models import VAE, Glow
+
+D, Z, N = 6, 2, 64
+
+
+class NoiseVAE(nn.Module):
+    """A VAE as a plain Pyro program whose reparametrisation noise ``eps`` is a batch item:
+    z = loc + scale * eps, scored by q(z|x) through a Delta's ``log_density`` (the usual ELBO)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.decoder = nn.Linear(D, 2 * Z), nn.Linear(Z, D)
+
+    def model(self, x, eps):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(Z), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    def guide(self, x, eps):
+        loc, log_scale = self.encoder(x).chunk(2, -1)
+        q = dist.Normal(loc, log_scale.exp()).to_event(1)
+        z = loc + log_scale.exp() * eps
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Delta(z, log_density=q.log_prob(z), event_dim=1))
+
+
+class CodeGenerator(nn.Module):
+    """A GAN generator as a plain Pyro program whose codes ``z`` are a batch item."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(Z, 16), nn.Tanh(), nn.Linear(16, 2))
+
+    def model(self, x, z):
+        with pyro.plate("data", z.shape[0]):
+            pyro.sample("x", dist.Delta(self.net(z), event_dim=1), obs=x)
+
+
+def gaussian_mean(x):
+    """Pyro's param store: a mean fitted by maximum likelihood."""
+    loc = pyro.param("ddp_loc", torch.zeros(2))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return {
+        "vae": torch.utils.data.TensorDataset(torch.bernoulli(torch.full((N, D), 0.3), generator=g),
+                                              torch.randn(N, Z, generator=g)),
+        "glow": 0.1 + 0.8 * torch.rand(N, 1, 4, 4, generator=g),
+        "gan": torch.utils.data.TensorDataset(torch.randn(N, 2, generator=g) + 2, torch.randn(N, Z, generator=g)),
+        "param": torch.randn(N, 2, generator=g) + 3,
+        "library_vae": torch.bernoulli(torch.full((N - 4, D), 0.4), generator=g),  # 60 rows: a short last batch
+    }
+
+
+def train(name, batch_size, **kwargs):
+    """``(fit result, model, guide, data)`` of run ``name`` at ``batch_size`` (per process)."""
+    torch.manual_seed(0)
+    data = _data()[name]
+    common = dict(steps=8, batch_size=batch_size, seed=0, progress=False, lr=1e-2)
+    if name == "vae":
+        m = NoiseVAE()
+        return pyro_dgm.fit(m.model, m.guide, data, **common), m.model, m.guide, data
+    if name == "glow":
+        # SGD: ActNorm centres the first batch, so its bias gradient is 0 up to rounding (1e-7), which
+        # Adam's first step, lr * sign(g), would turn into lr-sized steps that differ between runs.
+        m = Glow((1, 4, 4), levels=1, steps=2, hidden=8)
+        return pyro_dgm.fit(m.model, None, data, optimizer="sgd", **common), m.model, None, data
+    if name == "gan":
+        g, critic = CodeGenerator(), nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+        return (pyro_dgm.fit(g.model, None, data, objective=Adversarial(critic, loss="ns"), **common),
+                g.model, None, data)
+    if name == "param":
+        pyro.clear_param_store()
+        return pyro_dgm.fit(gaussian_mean, None, data, **common), gaussian_mean, None, data
+    m = VAE(D, latent_dim=Z, hidden=(8,))
+    common.update(steps=10, shuffle=True)
+    return pyro_dgm.fit(m.model, m.guide, data, **{**common, **kwargs}), m.model, m.guide, data
+
+
+def weights(result):
+    return [t.detach().clone() for m in result.modules for t in m.state_dict().values()]
+
+
+def _save(out, name, rank, result, **extra):
+    torch.save({"losses": result.losses, "weights": weights(result), **extra}, out / f"{name}.rank{rank}.pt")
+
+
+def main(out, mode):
+    rank = int(os.environ["RANK"])
+    if mode == "killed":
+        def kill_rank_1(state):
+            if rank == 1 and state.step == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+        train("library_vae", 4, checkpoint=out / "killed.pt", checkpoint_every=3, callbacks=[kill_rank_1])
+        return
+    if mode == "glow":
+        result, model, _, data = train("glow", 8)
+        _save(out, "glow", rank, result, nll=pyro_dgm.evaluate(model, data)["nll"])
+        return
+    for name in ("vae", "gan", "param"):
+        _save(out, name, rank, train(name, 8)[0])
+    full, model, guide, data = train("library_vae", 4, checkpoint=out / "full.pt", checkpoint_every=3)
+    nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, seed=0)["nll"]
+    _save(out, "full", rank, full, nll=nll)
+    resumed = train("library_vae", 4, checkpoint=out / "killed.pt", checkpoint_every=3, resume=True)[0]
+    _save(out, "resumed", rank, resumed)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])

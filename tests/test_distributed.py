@@ -1,0 +1,118 @@
+"""fit on two gloo ranks (issue 14): the same numbers as one process at twice the batch.
+
+Two CPU processes run the functions of ``ddp_worker.py``: forked from this
+process with torchrun's environment variables (cheap: no second import of
+torch), and once under ``python -m torch.distributed.run`` itself. Each
+comparison is against the same function run here, in one process, at
+batch 2B.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ddp_worker  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="needs torch.distributed with gloo")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child(rank, out, mode, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    ddp_worker.main(out, mode)
+
+
+def _two_ranks(out, mode):
+    torch.multiprocessing.start_processes(_child, args=(out, mode, _free_port()), nprocs=2, start_method="fork")
+
+
+@pytest.fixture(scope="module")
+def one_process():
+    """The one-process runs at batch 16 (run first: the forked ranks inherit a warmed-up Pyro)."""
+    return {name: ddp_worker.train(name, 16)[0] for name in ("vae", "gan", "param")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, one_process):
+    out = tmp_path_factory.mktemp("ddp")
+    with pytest.raises(torch.multiprocessing.ProcessExitedException, match="SIGKILL|signal"):
+        _two_ranks(out, "killed")
+    killed_at = torch.load(out / "killed.pt", weights_only=True)["step"]
+    _two_ranks(out, "compare")
+    return out, killed_at
+
+
+def _load(out, name):
+    return [torch.load(out / f"{name}.rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def _assert_same(one, ranks):
+    for group, losses in one.losses.items():
+        torch.testing.assert_close(torch.tensor(ranks[0]["losses"][group]), torch.tensor(losses),
+                                   rtol=1e-5, atol=1e-5)
+    for a, b, c in zip(ddp_worker.weights(one), ranks[0]["weights"], ranks[1]["weights"]):
+        assert torch.equal(b, c)  # the ranks never drift apart
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vae", "gan", "param"])
+def test_two_ranks_at_half_the_batch_train_as_one_process(runs, one_process, name):
+    out, _ = runs
+    one = one_process[name]
+    assert sum(len(v) for v in one.losses.values()) >= 8
+    _assert_same(one, _load(out, name))
+
+
+def test_a_killed_rank_resumes_from_rank_0s_checkpoint_as_if_never_stopped(runs):
+    out, killed_at = runs
+    assert killed_at == 3  # the last checkpoint before the kill at step 5: mid-epoch (8 batches per rank)
+    full, resumed = _load(out, "full"), _load(out, "resumed")
+    for r in (0, 1):
+        assert resumed[r]["losses"] == full[r]["losses"] and len(full[r]["losses"]["model"]) == 10
+        for a, b in zip(full[r]["weights"], resumed[r]["weights"]):
+            assert torch.equal(a, b)
+
+
+def test_evaluate_on_two_ranks_gives_the_nll_of_one_process(runs):
+    out, _ = runs
+    from pyro_dgm.models import VAE
+
+    full = _load(out, "full")
+    vae = VAE(ddp_worker.D, latent_dim=ddp_worker.Z, hidden=(8,))
+    vae.load_state_dict(dict(zip(vae.state_dict(), full[0]["weights"])))
+    one = ddp_worker.pyro_dgm.evaluate(vae.model, ddp_worker._data()["library_vae"], vae.guide,
+                                       num_particles=4, seed=0)["nll"]
+    assert full[0]["nll"] == full[1]["nll"] == pytest.approx(one, rel=1e-6)
+
+
+@pytest.mark.slow  # two fresh interpreters import torch: about 15 s on an idle machine
+def test_glow_with_actnorm_under_torchrun(tmp_path):
+    """The real launcher: ActNorm's data-dependent start agrees across ranks and with one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path), "glow"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, model, _, data = ddp_worker.train("glow", 16)
+    ranks = _load(tmp_path, "glow")
+    _assert_same(one, ranks)
+    nll = ddp_worker.pyro_dgm.evaluate(model, data)["nll"]
+    assert ranks[0]["nll"] == ranks[1]["nll"] == pytest.approx(nll, rel=1e-4)
