@@ -14,8 +14,8 @@ from pyro import poutine
 
 from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
-from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, resolve_site, sample_sites,
-                       split_batch, trace_program)
+from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, per_example_log_prob,
+                       resolve_site, sample_sites, split_batch, trace_program)
 
 __all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "pointwise_log_likelihood",
            "estimate_log_normalizer", "to_bits_per_dim", "eval_mode"]
@@ -24,18 +24,6 @@ __all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "pointwise_lo
 def to_bits_per_dim(nll_nats: float, dims: int) -> float:
     """Nats per example -> bits per dimension."""
     return nll_nats / (dims * math.log(2.0))
-
-
-def per_example_log_prob(trace, batch_size: int, sites=None) -> torch.Tensor:
-    """Sum of the log densities of ``sites`` (all sample sites by default), shape (batch,)."""
-    total = torch.zeros(batch_size)
-    for name in sample_sites(trace) if sites is None else sites:
-        site = trace.nodes[name]
-        lp = site["fn"].log_prob(site["value"])
-        if lp.dim() == 0:
-            raise ValueError(f"site {name!r} has no batch dimension; put it inside pyro.plate('data', N)")
-        total = total.to(lp.device) + lp.reshape(batch_size, -1).sum(-1)
-    return total
 
 
 def _in_plate(trace, plate):

@@ -151,14 +151,24 @@ def log_density(model, site: str = "x", args=()):
         if latent_sites(trace):
             raise ValueError(f"model: log_density needs a program without latent sites; it samples "
                              f"{latent_sites(trace)}")
-        total = 0.0
-        for name in observed_sites(trace):
-            node = trace.nodes[name]
-            lp = node["fn"].log_prob(node["value"])
-            total = total + lp.reshape(x.shape[0], -1).sum(-1)
-        return total
+        return per_example_log_prob(trace, x.shape[0], observed_sites(trace))
 
     return log_prob
+
+
+def per_example_log_prob(trace, batch_size: int, sites=None) -> torch.Tensor:
+    """Sum of the log densities of ``sites`` (all sample sites by default), shape (batch,).
+
+    The one per-example reduction: each site's log density summed over all but the batch dimension.
+    """
+    total = torch.zeros(batch_size)
+    for name in sample_sites(trace) if sites is None else sites:
+        site = trace.nodes[name]
+        lp = site["fn"].log_prob(site["value"])
+        if lp.dim() == 0:
+            raise ValueError(f"site {name!r} has no batch dimension; put it inside pyro.plate('data', N)")
+        total = total.to(lp.device) + lp.reshape(batch_size, -1).sum(-1)
+    return total
 
 
 # -- sampling ------------------------------------------------------------------

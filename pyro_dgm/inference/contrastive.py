@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,13 +53,15 @@ class FittedGaussian(nn.Module):
         self.register_buffer("loc", batch.mean(0))
         self.register_buffer("scale", batch.std(0).clamp_min(min_scale))
 
+    def distribution(self) -> dist.Distribution:
+        """Pyro's diagonal Normal over one example."""
+        return dist.Normal(self.loc, self.scale).to_event(self.loc.dim())
+
     def sample(self, n: int) -> torch.Tensor:
-        return self.loc + self.scale * torch.randn((n, *self.loc.shape), device=self.loc.device)
+        return self.distribution().sample((n,))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.loc) / self.scale
-        lp = -0.5 * z.pow(2) - self.scale.log() - 0.5 * math.log(2 * math.pi)
-        return lp.reshape(x.shape[0], -1).sum(-1)
+        return self.distribution().log_prob(x)
 
 
 class LogPartition(nn.Module):
