@@ -31,7 +31,7 @@ import torch
 from pyro.distributions.transforms import Permute, conditional_affine_coupling
 from pyro.nn import DenseNN, PyroModule
 from torch import nn
-from torch.distributions.transforms import SigmoidTransform
+from torch.distributions.transforms import AffineTransform, SigmoidTransform
 from torch.nn import functional as F
 
 from ..checks import count
@@ -140,10 +140,11 @@ class ConditionalVAE(PyroModule):
             return pyro.sample("z", dist.Normal(loc, F.softplus(raw) + MIN_SCALE).to_event(1))
 
     @torch.no_grad()
-    def sample(self, y: torch.Tensor) -> torch.Tensor:
-        """One draw of x | y per label."""
+    def sample(self, y: torch.Tensor, mean: bool = False) -> torch.Tensor:
+        """One draw of x | y per label (or the decoder's mean E[x | z, y] with ``mean=True``)."""
         z = torch.randn(len(y), self.latent_dim, device=self.prior_loc.device)
-        return self.likelihood_dist(z, one_hot(y, self.num_classes, z.dtype)).sample()
+        d = self.likelihood_dist(z, one_hot(y, self.num_classes, z.dtype))
+        return d.mean if mean else d.sample()
 
 
 # ---------------------------------------------------------------- MADE
@@ -225,7 +226,12 @@ class ConditionalMADE(MADE):
 # ---------------------------------------------------------------- flow
 
 class ConditionalFlow(PyroModule):
-    """:math:`x = \\mathrm{sigmoid}(g_K \\circ \\dots \\circ g_1(z; y))`, :math:`z \\sim \\mathcal N(0, I)`, for data in (0, 1).
+    """:math:`x = (\\mathrm{sigmoid}(g_K \\circ \\dots \\circ g_1(z; y)) - \\alpha) / (1 - 2\\alpha)`, :math:`z \\sim \\mathcal N(0, I)`, for data in [0, 1).
+
+    The last affine map is RealNVP's logit preprocessing (Dinh et al., 2017,
+    :math:`\\alpha = 0.05`): data at the edges of [0, 1) stay away from the
+    sigmoid's infinite tails, so a test pixel brighter than any training one
+    costs a bounded number of nats.
 
     Each :math:`g_i` is Pyro's conditional affine coupling (a ``ConditionalDenseNN``
     on the kept half and the one-hot label) followed by a fixed random
@@ -238,11 +244,12 @@ class ConditionalFlow(PyroModule):
         >>> f = ConditionalFlow(4, num_classes=2, num_layers=2, hidden=(8,))
         >>> y = torch.tensor([0, 1, 1])
         >>> x = f.sample(y)
-        >>> x.shape, bool(((x > 0) & (x < 1)).all()), f.log_prob(x, y).shape
+        >>> x.shape, bool(((x > -0.06) & (x < 1.06)).all()), f.log_prob(x, y).shape
         (torch.Size([3, 4]), True, torch.Size([3]))
     """
 
-    def __init__(self, event_shape, num_classes: int = 10, num_layers: int = 6, hidden=(256, 256), seed: int = 0):
+    def __init__(self, event_shape, num_classes: int = 10, num_layers: int = 6, hidden=(256, 256), seed: int = 0,
+                 alpha: float = 0.05):
         super().__init__()
         self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
         if len(self.event_shape) != 1:
@@ -257,13 +264,17 @@ class ConditionalFlow(PyroModule):
             nn.init.zeros_(c.nn.layers[-1].bias)
         self.register_buffer("perms", torch.stack([torch.randperm(d, generator=g) for _ in range(num_layers)]))
         self.register_buffer("base_loc", torch.zeros(d))
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha: expected a number in [0, 0.5), got {alpha!r}")
+        self.alpha = float(alpha)
 
     def distribution(self, y):
         parts = []
         for coupling, perm in zip(self.couplings, self.perms):
             parts += [coupling, Permute(perm)]
         base = dist.Normal(self.base_loc, 1.0).to_event(1).expand([len(y)])
-        flow = dist.ConditionalTransformedDistribution(base, parts + [SigmoidTransform()])
+        squash = AffineTransform(-self.alpha / (1 - 2 * self.alpha), 1 / (1 - 2 * self.alpha), event_dim=1)
+        flow = dist.ConditionalTransformedDistribution(base, parts + [SigmoidTransform(), squash])
         return flow.condition(one_hot(y, self.num_classes, self.base_loc.dtype))
 
     def model(self, x=None, y=None, num_samples=None):
