@@ -532,6 +532,17 @@ def cmd_list(args):
     return 0
 
 
+def _resumed_options(out: Path, options: dict, given: bool) -> dict:
+    """A resumed run keeps the model options of its run.json; other ones given anew are refused."""
+    if not (out / RUN_FILE).is_file():
+        return options
+    recorded = {k: _from_json(v) for k, v in _read_meta(out / RUN_FILE).get("model_options", {}).items()}
+    if given and recorded != {k: _from_json(v) for k, v in options.items()}:
+        raise UsageError(f"--model-option: the run in {str(out)!r} was trained with {recorded}; "
+                         "resume it with those (or none), or train afresh with --overwrite")
+    return recorded
+
+
 def cmd_train(args):
     from .fit import fit
 
@@ -540,6 +551,8 @@ def cmd_train(args):
     out = Path(args.out or f"runs/{args.model}-{args.data}")
     options = parse_model_options(registry.get_model(args.model), args.model_option)
     check_train_folder(out, args.resume, args.overwrite)
+    if args.resume:
+        options = _resumed_options(out, options, given=bool(args.model_option))
     pyro.set_rng_seed(args.seed)  # before the model is built: its initial weights are part of the run
     spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed, options)
     kwargs = {k: v for k, v in spec.fit_defaults.items() if k != "image"}

@@ -64,18 +64,12 @@ def _digits_part(out, device, seed, quick, rows):
     figs = [
         plots.sample_grid(vae.sample(100, mean=True), nrow=10, title="VAE samples (E[x|z])", path=out / "vae_samples.png"),
         plots.reconstructions(xt[:10], vae.reconstruct(xt[:10]), path=out / "vae_reconstructions.png"),
-        plots.latent_scatter(_pca2(vae.encode(xt)), load_digits_labels("test"), path=out / "vae_latent.png",
+        plots.latent_scatter(plots.pca_2d(vae.encode(xt)), load_digits_labels("test"), path=out / "vae_latent.png",
                              title="VAE latent means of test digits (PCA of 8 dims)"),
         plots.loss_curves(result, path=out / "vae_loss.png", title="VAE: negative ELBO per example"),
     ]
     for f in figs:
         plt.close(f)
-
-
-def _pca2(z):
-    from sklearn.decomposition import PCA
-
-    return torch.as_tensor(PCA(2).fit_transform(z.numpy()))
 
 
 def _toy_part(out, device, seed, quick, rows):

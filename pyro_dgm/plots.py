@@ -17,10 +17,11 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["sample_grid", "reconstructions", "latent_scatter", "loss_curves", "density_2d", "scatter_2d"]
+__all__ = ["save", "sample_grid", "reconstructions", "latent_scatter", "pca_2d", "loss_curves", "density_2d", "scatter_2d"]
 
 
-def _save(fig, path):
+def save(fig, path):
+    """Save ``fig`` as a PNG at 120 dpi (folders created) when ``path`` is given; return it."""
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def sample_grid(x, nrow: int = 10, title: str | None = None, path=None, image_sh
         ax.imshow(img.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def reconstructions(x, x_hat, n: int = 10, path=None, title="data (top) and reconstructions (bottom)"):
@@ -65,13 +66,23 @@ def reconstructions(x, x_hat, n: int = 10, path=None, title="data (top) and reco
 def latent_scatter(z, labels=None, path=None, title="latent means"):
     """Scatter of 2-D latent codes (the first two coordinates), coloured by label."""
     z = torch.as_tensor(z).detach().cpu().numpy()
+    if labels is not None and len(labels) != len(z):
+        raise ValueError(f"labels: expected one per code ({len(z)}), got {len(labels)}")
     fig, ax = plt.subplots(figsize=(5, 5))
     sns.scatterplot(x=z[:, 0], y=z[:, 1], hue=None if labels is None else np.asarray(labels),
                     palette="tab10", s=12, ax=ax, legend=labels is not None)
     ax.set(xlabel="z1", ylabel="z2", title=title)
     if labels is not None:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def pca_2d(z):
+    """The first two principal components of codes ``z`` (N, D), as an (N, 2) tensor (scikit-learn's PCA)."""
+    from sklearn.decomposition import PCA
+
+    z = torch.as_tensor(z).detach().cpu()
+    return torch.as_tensor(PCA(2).fit_transform(z.numpy()), dtype=torch.float32)
 
 
 def loss_curves(result_or_losses, path=None, smooth: int = 20, title="training loss"):
@@ -87,7 +98,7 @@ def loss_curves(result_or_losses, path=None, smooth: int = 20, title="training l
     ax.set(xlabel="update", ylabel="loss (nats per example)", title=title)
     ax.legend()
     sns.despine(fig)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def density_2d(log_prob, lim=4.0, n: int = 200, path=None, title="density", ax=None, data=None):
@@ -105,7 +116,7 @@ def density_2d(log_prob, lim=4.0, n: int = 200, path=None, title="density", ax=N
         d = torch.as_tensor(data).cpu().numpy()
         ax.scatter(d[:, 0], d[:, 1], s=1, c="cyan", alpha=0.3)
     ax.set(title=title, xticks=[], yticks=[])
-    return _save(fig if fig is not None else ax.figure, path)
+    return save(fig if fig is not None else ax.figure, path)
 
 
 def scatter_2d(x, lim=4.0, path=None, title="samples", ax=None):
@@ -115,5 +126,8 @@ def scatter_2d(x, lim=4.0, path=None, title="samples", ax=None):
     if ax is None:
         fig, ax = plt.subplots(figsize=(4, 4))
     ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
+    outside = int((np.abs(x) > lim).any(axis=1).sum())
+    if outside:  # points off the plot would otherwise go unnoticed
+        title = f"{title}\n({outside} of {len(x)} points outside the plotted range)"
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), title=title, aspect="equal")
-    return _save(fig if fig is not None else ax.figure, path)
+    return save(fig if fig is not None else ax.figure, path)

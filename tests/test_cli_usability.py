@@ -116,3 +116,15 @@ def test_sample_and_evaluate_print_their_stages(tmp_path, capsys):
 def test_load_run_refuses_a_broken_folder_with_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_run(tmp_path / "nothing")
+
+
+def test_resume_keeps_the_runs_model_options_and_refuses_others(tmp_path, capsys):
+    run = tmp_path / "vae"
+    assert main(TRAIN + ["--model", "vae", "--model-option", "latent_dim=3", "--out", str(run)]) == 0
+    resume = ["train", "--data", "digits", "--steps", "5", "--batch-size", "32", "--no-progress",
+              "--model", "vae", "--out", str(run), "--resume"]
+    assert main(resume + ["--model-option", "latent_dim=5"]) == 2
+    assert "was trained with {'latent_dim': 3}" in capsys.readouterr().err
+    assert main(resume) == 0
+    meta = load_run(run).meta
+    assert meta["steps"] == 5 and meta["model_options"] == {"latent_dim": 3}
