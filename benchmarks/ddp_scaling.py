@@ -1,0 +1,105 @@
+"""Examples per second of one ``pyro_dgm.fit`` call on 1 and on 2 CPU processes (gloo, 1 thread each).
+
+The model is an MLP VAE (784-400-20, about 650k parameters) at a batch of
+``--batch`` examples per process, so that a step's compute (tens of ms)
+outweighs the all-reduce of its gradients (2.6 MB). The processes are forked
+with torchrun's environment variables set (RANK, WORLD_SIZE, MASTER_ADDR,
+...), so fit joins a gloo group exactly as under
+``torchrun --nproc_per_node 2``. 1 and 2 processes alternate in rounds, so
+that load from elsewhere on the machine hits both alike; the table gives the
+median examples/s of each and their ratio (target >= 1.7x). On a shared
+machine (other jobs on the same cores) the figure is noisy and says more
+about the load than about fit.
+
+Launched by torchrun itself, each rank trains once and rank 0 prints its
+examples/s (``--device cuda``: one GPU per rank, NCCL):
+
+    python benchmarks/ddp_scaling.py [--rounds 3] [--steps 20] [--batch 256] [--device cpu]
+    torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --device cuda --batch 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import pyro_dgm
+from pyro_dgm.models import VAE
+
+D = 784
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(world, steps, batch, device) -> float:
+    """Train under the process group of the environment; examples/s of all ranks together."""
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((batch * world * (steps + 3), D), 0.3))
+    vae = VAE(D, latent_dim=20, hidden=(400,))
+    stamps = []
+    sync = torch.cuda.synchronize if device != "cpu" and torch.cuda.is_available() else (lambda: None)
+    pyro_dgm.fit(vae.model, vae.guide, x, steps=steps + 3, batch_size=batch, seed=0, progress=False, device=device,
+                 callbacks=[lambda s: (sync(), stamps.append(time.perf_counter()))])
+    return world * batch * (len(stamps) - 3) / (stamps[-1] - stamps[2])  # after 3 warm-up steps
+
+
+def _rank(rank, world, port, steps, batch, device, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    rate = train(world, steps, batch, device)
+    if rank == 0:
+        (out / f"world{world}.txt").write_text(str(rate))
+
+
+def examples_per_second(world, steps, batch, device) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), steps, batch, device, out),
+                                              nprocs=world, start_method="fork")
+        return float((out / f"world{world}.txt").read_text())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=256, help="examples per process and step")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (a GPU per process)")
+    args = p.parse_args(argv)
+    if "RANK" in os.environ:  # launched by torchrun
+        world = int(os.environ["WORLD_SIZE"])
+        rate = train(world, args.steps, args.batch, args.device)
+        if os.environ["RANK"] == "0":
+            print(f"torchrun, {world} process(es) on {args.device}: MLP VAE {D}-400-20, batch {args.batch} per "
+                  f"process, {args.steps} steps: {rate:.0f} examples/s")
+        return
+    rates = {1: [], 2: []}
+    for _ in range(args.rounds):
+        for world in rates:
+            rates[world].append(examples_per_second(world, args.steps, args.batch, args.device))
+    backend = "NCCL" if args.device != "cpu" and torch.cuda.is_available() else "gloo"
+    print(f"MLP VAE {D}-400-20, batch {args.batch} per process, {backend} on {args.device}, 1 thread per process, "
+          f"torch {torch.__version__}, {os.cpu_count()} CPU(s), {args.rounds} interleaved rounds x {args.steps} steps")
+    print(f"{'processes':>9s} {'median examples/s':>18s} {'all rounds':>30s}")
+    for world, r in rates.items():
+        print(f"{world:9d} {statistics.median(r):18.0f} {' '.join(f'{v:.0f}' for v in r):>30s}")
+    ratio = statistics.median(rates[2]) / statistics.median(rates[1])
+    print(f"2 processes / 1 process: {ratio:.2f}x (target >= 1.7x; noisy where other jobs share the cores)")
+
+
+if __name__ == "__main__":
+    main()
