@@ -105,8 +105,8 @@ def mode_coverage(samples: torch.Tensor, name: str = "8gaussians", num_std: floa
     8 modes; a single stray sample does not count as a mode).
 
     Returns:
-        ``{"modes": covered, "num_modes": K, "high_quality": fraction,
-        "counts": high-quality samples per mode (a tensor of K counts)}``.
+        dict: ``modes`` (modes covered), ``num_modes`` (K), ``high_quality`` (the fraction of
+        high-quality samples) and ``counts`` (high-quality samples per mode, a tensor of K counts).
 
     Example::
 
