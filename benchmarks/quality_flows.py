@@ -2,7 +2,9 @@
 
     python benchmarks/quality.py --family flows [--epochs-scale 0.5] [--out runs/benchmarks]
 
-2-D toys: exact test NLL in nats per point. Digits: the 8x8 digits with
+2-D toys: exact test NLL in nats per point, and for the toys whose density is
+known (``pyro_dgm.data.toy_log_prob``: 8 and 25 Gaussians, checkerboard) the
+gap to the truth, NLL minus the true density's NLL on the same test points. Digits: the 8x8 digits with
 their 17 grey levels uniformly dequantized to [0, 1) (``digits-continuous``);
 every NLL is exact (i-ResNet's log-det is the exact one in evaluation) and
 includes the logit pre-processing's log-det. Two scales are printed:
@@ -30,19 +32,21 @@ import torch  # noqa: E402
 
 import pyro_dgm  # noqa: E402
 from pyro_dgm.callbacks import EarlyStopping  # noqa: E402
-from pyro_dgm.data import DIGITS_LEVELS, toy_2d  # noqa: E402
+from pyro_dgm.data import DIGITS_LEVELS, TOY_DENSITIES, toy_2d, toy_log_prob  # noqa: E402
 from pyro_dgm.models import DiagonalGaussian  # noqa: E402
 from pyro_dgm.models.flows import discrete_bits_per_dim  # noqa: E402
 from pyro_dgm.plots import density_2d  # noqa: E402
 from pyro_dgm.registry import get_data, get_model  # noqa: E402
 
-TOYS = {"names": ("moons", "8gaussians", "checkerboard"), "n_train": 4000, "n_test": 2000,
+TOYS = {"names": ("moons", "8gaussians", "25gaussians", "checkerboard"), "n_train": 4000, "n_test": 2000,
         "epochs": 25, "batch_size": 256, "lr": 3e-3}
 TOY_MODELS = {  # registry name -> builder options
     "nice": {"num_couplings": 4, "hidden": (64, 64)},
     "realnvp": {"num_couplings": 6, "hidden": (64, 64)},
     "maf": {"num_layers": 5, "hidden": (64, 64)},
     "iresnet": {"num_blocks": 4, "hidden": (64, 64)},
+    "nsf": {"num_layers": 4, "hidden": (64, 64), "count_bins": 8},
+    "nsf-ar": {"num_layers": 4, "hidden": (64, 64), "count_bins": 8},
 }
 DIGITS = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 4}  # early stopping on the 180 val images
 DIGIT_MODELS = {
@@ -67,15 +71,20 @@ def _train(module, x, settings, args, callbacks=()):
     return time.perf_counter() - t0, r.epochs
 
 
+def _gap(toy, nll, xt):
+    return nll + toy_log_prob(toy, xt).mean().item() if toy in TOY_DENSITIES else float("nan")
+
+
 def run_toys(args, out: Path):
     names = ["gaussian", *TOY_MODELS]
     table, figure = {}, plt.figure(figsize=(2.2 * (len(names) + 1), 2.2 * len(TOYS["names"])))
+    xts = {}
     for row, toy in enumerate(TOYS["names"]):
         x = toy_2d(toy, TOYS["n_train"], seed=args.seed)
-        xt = toy_2d(toy, TOYS["n_test"], seed=args.seed + 1000)
+        xt = xts[toy] = toy_2d(toy, TOYS["n_test"], seed=args.seed + 1000)
         ax = figure.add_subplot(len(TOYS["names"]), len(names) + 1, row * (len(names) + 1) + 1)
         ax.scatter(x[:, 0], x[:, 1], s=0.5, alpha=0.4)
-        ax.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), xticks=[], yticks=[], title=f"{toy}: data")
+        ax.set(xlim=(-5, 5), ylim=(-5, 5), xticks=[], yticks=[], title=f"{toy}: data")
         for col, name in enumerate(names):
             torch.manual_seed(args.seed)
             if name == "gaussian":
@@ -85,9 +94,9 @@ def run_toys(args, out: Path):
                 module = get_model(name).build(torch.Size([2]), "points", **TOY_MODELS[name])
                 seconds, _ = _train(module, x, TOYS, args)
             res = pyro_dgm.evaluate(module.model, xt)
-            table[toy, name] = (res["nll"], res["nll_stderr"], seconds)
+            table[toy, name] = (res["nll"], res["nll_stderr"], seconds, _gap(toy, res["nll"], xt))
             ax = figure.add_subplot(len(TOYS["names"]), len(names) + 1, row * (len(names) + 1) + col + 2)
-            density_2d(lambda p, m=module: m.distribution(p.shape[0]).log_prob(p), lim=4.5, n=120,
+            density_2d(lambda p, m=module: m.distribution(p.shape[0]).log_prob(p), lim=5.0, n=120,
                        ax=ax, title=f"{name} {res['nll']:.2f}")
     path = out / "flows_2d_densities.png"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +106,14 @@ def run_toys(args, out: Path):
 
     print(f"2-D toys: test NLL in nats per point (± s.e.), {TOYS['n_train']} train / {TOYS['n_test']} test points, "
           f"{_epochs(TOYS['epochs'], args)} epochs; train seconds in brackets")
-    print(f"{'toy':14s}" + "".join(f"{n:>22s}" for n in names))
+    print(f"{'toy':14s}{'truth':>8s}" + "".join(f"{n:>22s}" for n in names))
     for toy in TOYS["names"]:
+        truth = f"{-toy_log_prob(toy, xts[toy]).mean().item():8.3f}" if toy in TOY_DENSITIES else f"{'':8s}"
         cells = [f"{table[toy, n][0]:7.3f} ±{table[toy, n][1]:.3f} [{table[toy, n][2]:4.0f}s]" for n in names]
-        print(f"{toy:14s}" + "".join(f"{c:>22s}" for c in cells))
+        print(f"{toy:14s}{truth}" + "".join(f"{c:>22s}" for c in cells))
+    print("gap to the truth (NLL - true NLL on the same test points, nats per point):")
+    for toy in (t for t in TOYS["names"] if t in TOY_DENSITIES):
+        print(f"{toy:14s}{'':8s}" + "".join(f"{table[toy, n][3]:>22.3f}" for n in names))
     print(f"figure: {path}")
 
 

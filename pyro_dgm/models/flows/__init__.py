@@ -1,4 +1,4 @@
-"""Normalizing flows as Pyro distributions: NICE, RealNVP, MAF, IAF, Glow, i-ResNet.
+"""Normalizing flows as Pyro distributions: NICE, RealNVP, MAF, IAF, Glow, i-ResNet, neural spline flows.
 
 Every flow is a stack of Pyro ``TransformModule``\\ s inside a
 ``pyro.distributions.TransformedDistribution`` at site "x"
@@ -16,6 +16,7 @@ from .maf import MAF, MaskedAffineAutoregressive, NormalizingBatchNorm
 from .multiscale import FactorOut, Squeeze
 from .nice import NICE, AdditiveCoupling, DiagonalScaling, alternating_mask
 from .realnvp import MaskedAffineCoupling, MultiScaleRealNVP, RealNVP, channel_mask, checkerboard_mask
+from .spline import BoxScale, NeuralSplineFlow, RQSplineAutoregressive, RQSplineCoupling
 
 __all__ = [
     "FlowModel", "SequentialFlow", "ScoredOnce", "Remembered",
@@ -25,5 +26,6 @@ __all__ = [
     "ActNorm", "InvertibleConv1x1", "ChannelAffineCoupling", "Glow",
     "MaskedAffineAutoregressive", "NormalizingBatchNorm", "MAF", "ConditionalIAF", "IAFVAE",
     "InvertibleResidual", "IResNet",
+    "BoxScale", "RQSplineCoupling", "RQSplineAutoregressive", "NeuralSplineFlow",
     "LogitTransform", "UniformDequantization", "discrete_bits_per_dim",
 ]
