@@ -6,7 +6,8 @@ runs them on two gloo ranks and writes each rank's losses, weights and NLLs
 to ``OUT/<run>.rank<r>.pt``; the test runs the same functions in one process.
 MODE "killed" trains the resumable VAE and kills rank 1 at step 5; "compare"
 trains the VAE, the GAN and a param-store program, trains the resumable VAE
-without a break and resumes the killed run; "glow" trains a Glow (ActNorm)
+without a break and resumes the killed run, stops a VAE early and
+checkpoints an EBM's PCD replay buffers; "glow" trains a Glow (ActNorm)
 and evaluates it.
 
 So that 2 ranks at batch B/2 can equal 1 process at batch B to float
@@ -28,8 +29,9 @@ import torch
 from torch import nn
 
 import pyro_dgm
-from pyro_dgm.inference import Adversarial
-from pyro_dgm.models import VAE, Glow
+from pyro_dgm.callbacks import EarlyStopping
+from pyro_dgm.inference import Adversarial, PersistentContrastiveDivergence
+from pyro_dgm.models import EBM, VAE, EnergyMLP, Glow
 
 D, Z, N = 6, 2, 64
 
@@ -138,6 +140,13 @@ def main(out, mode):
     _save(out, "full", rank, full, nll=nll)
     resumed = train("library_vae", 4, checkpoint=out / "killed.pt", checkpoint_every=3, resume=True)[0]
     _save(out, "resumed", rank, resumed)
+    stop = EarlyStopping(_data()["library_vae"][:16], patience=1)
+    early = train("library_vae", 16, steps=None, epochs=8, lr=0.2, callbacks=[stop])[0]
+    _save(out, "early", rank, early, history=stop.history)
+    torch.manual_seed(0)
+    ebm = EBM(EnergyMLP(2, hidden=(16,)), (2,))
+    pyro_dgm.fit(ebm.model, None, _data()["param"], objective=PersistentContrastiveDivergence(num_steps=2, buffer_size=32),
+                 steps=3, batch_size=8, seed=0, progress=False, checkpoint=out / "pcd.pt")
 
 
 if __name__ == "__main__":

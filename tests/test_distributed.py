@@ -91,6 +91,18 @@ def test_a_killed_rank_resumes_from_rank_0s_checkpoint_as_if_never_stopped(runs)
             assert torch.equal(a, b)
 
 
+def test_ranks_stop_early_together_and_keep_their_own_replay_buffers(runs):
+    out, _ = runs
+    early = _load(out, "early")
+    assert early[0]["history"] == early[1]["history"] and 2 <= len(early[0]["history"]) < 8  # rank 0's decision
+    for a, b in zip(early[0]["weights"], early[1]["weights"]):  # the same best weights restored on both
+        assert torch.equal(a, b)
+    state = torch.load(out / "pcd.pt", weights_only=True)
+    buffers = [r["objective"]["buffer"] for r in state["ranks"]]
+    assert buffers[0].shape == buffers[1].shape == (32, 2) and not torch.equal(buffers[0], buffers[1])
+    assert torch.equal(state["objective"]["buffer"], buffers[0])
+
+
 def test_evaluate_on_two_ranks_gives_the_nll_of_one_process(runs):
     out, _ = runs
     from pyro_dgm.models import VAE
