@@ -128,3 +128,36 @@ def test_glow_with_actnorm_under_torchrun(tmp_path):
     _assert_same(one, ranks)
     nll = ddp_worker.pyro_dgm.evaluate(model, data)["nll"]
     assert ranks[0]["nll"] == ranks[1]["nll"] == pytest.approx(nll, rel=1e-4)
+
+
+@pytest.mark.parametrize("n", [12, 7])
+def test_shards_cover_every_example_once_per_epoch_and_rejoin_into_the_one_process_batches(n):
+    from pyro_dgm.training.batching import Batches
+
+    x = torch.arange(float(n)).unsqueeze(1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=2, shuffle=True)
+
+    def epoch(data, rank, world, batch_size, e=1, skip=0):
+        b = Batches(data, batch_size, True, False, 5, torch.device("cpu"), rank=rank, world=world)
+        return [batch[0] if isinstance(batch, (list, tuple)) else batch for batch in b.epoch(e, skip)]
+
+    one = epoch(x, 0, 1, 4)
+    for data in (x, loader):
+        ranks = [epoch(data, r, 2, 2) for r in (0, 1)]
+        assert len(ranks[0]) == len(ranks[1])  # the same number of steps on every rank
+        rows = torch.cat([t for r in ranks for t in r]).flatten()
+        assert sorted(set(rows.tolist())) == list(range(n)) and rows.numel() == 2 * -(-n // 2)  # padded once
+        if n % 2 == 0:  # no padding: rank batches i together are the one-process batch i
+            for i, batch in enumerate(one):
+                assert sorted(torch.cat([ranks[0][i], ranks[1][i]]).flatten().tolist()) == sorted(batch.flatten().tolist())
+        assert torch.equal(torch.cat(epoch(data, 1, 2, 2, skip=1)), torch.cat(ranks[1][1:]))  # resumable mid-epoch
+
+
+def test_auto_device_is_cuda_when_there_is_one_else_the_cpu():
+    from pyro_dgm.training.devices import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    x = torch.bernoulli(torch.full((16, 4), 0.5))
+    m = ddp_worker.VAE(4, latent_dim=2, hidden=(8,))
+    r = ddp_worker.pyro_dgm.fit(m.model, m.guide, x, steps=1, batch_size=8, device="auto", progress=False)
+    assert r.device == resolve_device("auto") and next(m.parameters()).device.type == r.device.type
