@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from .evaluation import evaluate
 from .runtime import eval_mode, on_device, validation
 from .programs import split_batch
 from .checks import count
@@ -39,15 +40,25 @@ def validation_loss(objective, data, batch_size: int = 500, group: str | None = 
     return total / n
 
 
+MONITORS = ("loss", "nll")
+
+
 class EarlyStopping:
-    """Stop when the validation loss has not improved for ``patience`` epochs.
+    """Stop when a validation estimate has not improved for ``patience`` epochs.
 
     Args:
-        data: validation tensor (moved to the training device).
+        data: validation tensor, or tuple ``(x, y, ...)`` (moved to the training device).
         patience: epochs without an improvement larger than ``min_delta``.
         restore_best: load the best modules' weights back when training ends.
+        monitor: what is watched (lower is better): ``"loss"``, the
+            objective's own loss on ``data`` (for a VAE the 1-sample ELBO, which
+            swings by tenths of a nat on a small split); ``"nll"``,
+            :func:`pyro_dgm.evaluate`'s NLL of ``data`` (with a guide, the
+            importance-weighted bound with ``num_particles`` samples); or a
+            callable ``monitor(state) -> float``.
+        num_particles: importance samples of the ``"nll"`` monitor.
 
-    After training, ``best`` holds the best validation loss and ``history``
+    After training, ``best`` holds the best validation value and ``history``
     every epoch's value.
 
     Example::
@@ -62,14 +73,29 @@ class EarlyStopping:
     """
 
     def __init__(self, data: torch.Tensor, patience: int = 5, min_delta: float = 0.0,
-                 restore_best: bool = True, batch_size: int = 500):
+                 restore_best: bool = True, batch_size: int = 500, monitor="loss", num_particles: int = 100):
         count("patience", patience)
+        if not (callable(monitor) or monitor in MONITORS):
+            raise ValueError(f"monitor: expected one of {MONITORS} or a callable monitor(state) -> float, "
+                             f"got {monitor!r}")
         self.data, self.patience, self.min_delta = data, patience, float(min_delta)
         self.restore_best, self.batch_size = restore_best, batch_size
+        self.monitor, self.num_particles = monitor, count("num_particles", num_particles)
         self.best, self.history, self.bad_epochs, self._best_state = math.inf, [], 0, None
 
+    def value(self, state) -> float:
+        """This epoch's validation value of the monitored estimate."""
+        if callable(self.monitor):
+            return float(self.monitor(state))
+        data = on_device(self.data, state.device)
+        if self.monitor == "loss":
+            return validation_loss(state.objective, data, self.batch_size)
+        objective = state.objective
+        return evaluate(objective.model, data, guide=objective.guide, num_particles=self.num_particles,
+                        batch_size=self.batch_size, site=objective.site)["nll"]
+
     def on_epoch_end(self, state) -> None:
-        value = validation_loss(state.objective, on_device(self.data, state.device), self.batch_size)
+        value = self.value(state)
         self.history.append(value)
         if value < self.best - self.min_delta:
             self.best, self.bad_epochs = value, 0

@@ -1,0 +1,43 @@
+"""EarlyStopping watches the estimate it is told to (issue 15): the objective's loss, evaluate's NLL, or a callable."""
+
+import pyro
+import pytest
+import torch
+
+import pyro_dgm
+from pyro_dgm.callbacks import EarlyStopping
+from pyro_dgm.data import load_digits
+from pyro_dgm.models import VAE, FactorizedBernoulli
+
+
+def test_nll_monitor_is_evaluate_on_the_validation_data():
+    x, xv = load_digits("train")[:400], load_digits("val")
+    model = FactorizedBernoulli(64)
+    stop = EarlyStopping(xv, monitor="nll", restore_best=False)
+    pyro_dgm.fit(model.model, None, x, epochs=3, lr=0.05, callbacks=[stop], progress=False)
+    assert len(stop.history) == 3
+    assert stop.history[-1] == pytest.approx(pyro_dgm.evaluate(model.model, xv)["nll"], rel=1e-6)
+
+
+def test_nll_monitor_of_a_vae_is_the_tighter_importance_weighted_bound():
+    pyro.set_rng_seed(0)
+    x, xv = load_digits("train")[:400], load_digits("val")
+    vae = VAE(64, latent_dim=4, hidden=32)
+    by_loss, by_nll = EarlyStopping(xv, restore_best=False), EarlyStopping(xv, monitor="nll", num_particles=200,
+                                                                            restore_best=False)
+    pyro_dgm.fit(vae.model, vae.guide, x, epochs=3, lr=3e-3, callbacks=[by_loss, by_nll], progress=False)
+    elbo_nll, iwae_nll = by_loss.history[-1], by_nll.history[-1]
+    assert iwae_nll < elbo_nll - 0.2  # IWAE-200 bounds -log p(x) from below the 1-sample ELBO
+
+
+def test_callable_monitor_and_patience():
+    x = torch.bernoulli(torch.full((64, 4), 0.3))
+    stop = EarlyStopping(x[:16], patience=2, monitor=lambda state: 1.0)
+    result = pyro_dgm.fit(FactorizedBernoulli(4).model, None, x, epochs=20, callbacks=[stop], progress=False)
+    assert stop.history == [1.0, 1.0, 1.0] and result.epochs == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [({"monitor": "elbo"}, "monitor"), ({"num_particles": 0}, "num_particles")])
+def test_bad_monitor_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EarlyStopping(torch.zeros(2, 4), **kwargs)
