@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["save", "sample_grid", "reconstructions", "latent_scatter", "pca_2d", "loss_curves", "density_2d", "scatter_2d"]
+__all__ = ["save", "grid_columns", "sample_grid", "reconstructions", "latent_scatter", "pca_2d", "loss_curves",
+           "LOSS_UNITS", "density_2d", "scatter_2d"]
 
 
 def save(fig, path):
@@ -41,19 +42,49 @@ def _as_images(x, image_shape=None):
     return x.reshape(-1, side, side)
 
 
-def sample_grid(x, nrow: int = 10, title: str | None = None, path=None, image_shape=None):
-    """A grid of images (N, D) with D a square, or (N, C, H, W)."""
-    imgs = _as_images(x, image_shape)
-    n = imgs.shape[0]
-    ncol = min(nrow, n)
+def grid_columns(n: int, nrow: int) -> int:
+    """Columns for n images, at most ``nrow``, chosen so that every row is full when a divisor of n allows.
+
+    >>> grid_columns(64, 10), grid_columns(100, 10), grid_columns(7, 10), grid_columns(13, 10)
+    (8, 10, 7, 10)
+    """
+    if n <= nrow:
+        return n
+    full = [c for c in range(nrow, (nrow + 1) // 2 - 1, -1) if n % c == 0]
+    return full[0] if full else nrow
+
+
+def _tile(imgs, ncol: int, pad: int = 1):
+    """Images (N, H, W) or (N, H, W, C) as one array with ``pad`` light grey pixels between them.
+
+    One picture instead of one matplotlib axes per image: pixels stay square, and a
+    100-image grid draws in one call (torchvision's make_grid does this, but is not a dependency).
+    """
+    n, h, w = imgs.shape[:3]
     rows = math.ceil(n / ncol)
-    fig, axes = plt.subplots(rows, ncol, figsize=(ncol * 0.8, rows * 0.8), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img in zip(axes.flat, imgs):
-        ax.imshow(img.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    canvas = torch.full((rows * (h + pad) - pad, ncol * (w + pad) - pad, *imgs.shape[3:]), 0.75)
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, ncol)
+        canvas[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = img
+    return canvas.clamp(0, 1).numpy()
+
+
+def sample_grid(x, nrow: int = 10, title: str | None = None, path=None, image_shape=None):
+    """A grid of images (N, D) with D a square, or (N, C, H, W), values in [0, 1], dark = 1.
+
+    At most ``nrow`` images per row, every row full where a divisor of N
+    allows (:func:`grid_columns`); square pixels; the title right above.
+    """
+    imgs = _as_images(x, image_shape)
+    ncol = grid_columns(imgs.shape[0], nrow)
+    canvas = _tile(imgs if imgs.dim() == 4 else 1 - imgs, ncol)  # grey images: ink dark on white
+    height, width = canvas.shape[:2]
+    fig, ax = plt.subplots(figsize=(max(2.5, width / 12), max(1.2, height / 12) + (0.35 if title else 0)),
+                           layout="constrained")
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
     if title:
-        fig.suptitle(title)
+        ax.set_title(title, fontsize=9)
     return save(fig, path)
 
 
@@ -85,24 +116,55 @@ def pca_2d(z):
     return torch.as_tensor(PCA(2).fit_transform(z.numpy()), dtype=torch.float32)
 
 
-def loss_curves(result_or_losses, path=None, smooth: int = 20, title="training loss"):
-    """Loss per update for every parameter group of a FitResult (moving average of ``smooth``)."""
+#: The unit of each likelihood objective's loss; other objectives' losses are labelled "loss".
+LOSS_UNITS = {"ELBO": "negative ELBO (nats per example)", "PyroELBO": "negative ELBO (nats per example)",
+              "MaximumLikelihood": "NLL (nats per example)"}
+
+
+def loss_curves(result_or_losses, path=None, smooth: int = 20, title="training loss", ylabel=None,
+                validation=None):
+    """Loss per update for every parameter group of a FitResult (moving average of ``smooth``).
+
+    ``ylabel`` defaults to the objective's unit (:data:`LOSS_UNITS`).
+    ``validation`` is one value per epoch (``EarlyStopping(...).history``, or
+    an EarlyStopping itself), drawn at the update that ended each epoch.
+    """
     losses = getattr(result_or_losses, "losses", result_or_losses)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    objective = type(getattr(result_or_losses, "objective", None)).__name__
+    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
     for group, values in losses.items():
         v = np.asarray(values, dtype=float)
         if len(v) == 0:
             continue
         k = max(1, min(smooth, len(v) // 5 or 1))
-        ax.plot(np.convolve(v, np.ones(k) / k, mode="valid"), label=group)
-    ax.set(xlabel="update", ylabel="loss (nats per example)", title=title)
+        label = f"{group} (train, mean of {k})" if k > 1 else f"{group} (train)"
+        ax.plot(np.arange(k, len(v) + 1), np.convolve(v, np.ones(k) / k, mode="valid"), label=label)
+    if validation is not None:
+        values = np.asarray(getattr(validation, "history", validation), dtype=float)
+        updates = max(len(v) for v in losses.values())
+        ends = np.linspace(updates / len(values), updates, len(values)) if len(values) else []
+        ax.plot(ends, values, "o-", label="validation (per epoch)")
+    ax.set(xlabel="update", ylabel=ylabel or LOSS_UNITS.get(objective, "loss"), title=title)
     ax.legend()
     sns.despine(fig)
     return save(fig, path)
 
 
-def density_2d(log_prob, lim=4.0, n: int = 200, path=None, title="density", ax=None, data=None):
-    """Heat map of exp(log_prob) on [-lim, lim]^2; ``log_prob`` maps (M, 2) -> (M,)."""
+def _covering_lim(data, lim):
+    """``lim`` if given; else a symmetric range covering the data with a 10% margin (4 without data)."""
+    if lim is not None:
+        return float(lim)
+    if data is None:
+        return 4.0
+    return 1.1 * float(torch.as_tensor(data).abs().max())
+
+
+def density_2d(log_prob, lim=None, n: int = 200, path=None, title="density", ax=None, data=None):
+    """Heat map of exp(log_prob) on [-lim, lim]^2, with ``data`` overlaid; ``log_prob`` maps (M, 2) -> (M,).
+
+    Without ``lim`` the range covers the data (with a 10% margin), or [-4, 4]^2 without data.
+    """
+    lim = _covering_lim(data, lim)
     g = torch.linspace(-lim, lim, n)
     xx, yy = torch.meshgrid(g, g, indexing="xy")
     pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)
@@ -110,12 +172,12 @@ def density_2d(log_prob, lim=4.0, n: int = 200, path=None, title="density", ax=N
         lp = torch.cat([log_prob(c) for c in pts.split(10_000)]).reshape(n, n)
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(4, 4))
+        fig, ax = plt.subplots(figsize=(4, 4), layout="constrained")
     ax.imshow(lp.exp().cpu().numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="magma")
     if data is not None:
         d = torch.as_tensor(data).cpu().numpy()
-        ax.scatter(d[:, 0], d[:, 1], s=1, c="cyan", alpha=0.3)
-    ax.set(title=title, xticks=[], yticks=[])
+        ax.scatter(d[:, 0], d[:, 1], s=1, c="cyan", alpha=0.3, label="data")
+    ax.set(title=title, xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     return save(fig if fig is not None else ax.figure, path)
 
 

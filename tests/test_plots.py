@@ -1,8 +1,11 @@
+from types import SimpleNamespace
+
 import matplotlib.pyplot as plt
 import pytest
 import torch
 
 from pyro_dgm import plots
+from pyro_dgm.inference import MaximumLikelihood
 
 
 def _pixels(path):
@@ -31,3 +34,32 @@ def test_image_layouts():
     assert plots._as_images(torch.rand(3, 3, 8, 8)).shape == (3, 8, 8, 3)
     with pytest.raises(ValueError, match="cannot lay out examples of 10 values"):
         plots._as_images(torch.rand(2, 10))
+
+
+def test_grids_fill_their_rows_and_keep_pixels_square(tmp_path):
+    assert [plots.grid_columns(n, 10) for n in (64, 100, 7, 12, 13)] == [8, 10, 7, 6, 10]
+    fig = plots.sample_grid(torch.rand(64, 64), nrow=10, title="t", path=tmp_path / "g.png")
+    image = fig.axes[0].images[0].get_array()
+    assert image.shape == (8 * 9 - 1, 8 * 9 - 1)  # 8 x 8 images of 8 x 8 pixels, 1-pixel gaps
+    assert fig.axes[0].get_aspect() == 1.0
+    plt.close(fig)
+
+
+def test_density_range_covers_the_data_and_scatter_counts_points_outside():
+    data = torch.tensor([[5.0, 0.0], [0.0, -1.0]])
+    fig = plots.density_2d(lambda p: -0.5 * p.pow(2).sum(-1), n=20, data=data)
+    assert fig.axes[0].get_xlim() == pytest.approx((-5.5, 5.5))
+    plt.close(fig)
+    fig = plots.scatter_2d(torch.tensor([[0.0, 0.0], [9.0, 0.0], [0.0, -9.0]]), lim=4.0, title="s")
+    assert "2 of 3 points outside the plotted range" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_loss_curves_label_the_unit_and_draw_the_validation_curve():
+    result = SimpleNamespace(losses={"model": [3.0, 2.0, 1.5, 1.2]}, objective=MaximumLikelihood())
+    fig = plots.loss_curves(result, validation=[2.5, 1.4])
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "NLL (nats per example)"
+    xs, ys = ax.lines[-1].get_data()
+    assert list(xs) == [2.0, 4.0] and list(ys) == [2.5, 1.4]
+    plt.close(fig)

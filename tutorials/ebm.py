@@ -56,8 +56,8 @@ for ax, (name, objective) in zip(axes, objectives.items()):
                  lr=1e-3, seed=0, progress=False)
     res = pyro_dgm.evaluate(ebm.model, x_test, log_normalizer="grid")
     print(f"{name:24s} test NLL {res['nll']:.3f} nats per point ({res['method']})")
-    plots.density_2d(lambda v: -ebm.energy(v), lim=3.0, ax=ax, data=x_test[:500],
-                     title=f"EBM, {name}, 8 Gaussians: NLL {res['nll']:.2f}")
+    plots.density_2d(lambda v: -ebm.energy(v), ax=ax, data=x_test[:500],
+                     title=f"EBM ({name}), 8 Gaussians\ntest NLL {res['nll']:.2f} nats")
     ebms[name] = ebm
 plots.save(fig, OUT / "densities.png")
 plt.close(fig)

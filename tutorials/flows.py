@@ -55,7 +55,7 @@ for ax, (name, flow) in zip(axes, flows.items()):
     pyro_dgm.fit(flow.model, None, x, batch_size=128, lr=1e-3, seed=0, progress=False, **length)
     nll = pyro_dgm.evaluate(flow.model, x_test)["nll"]
     print(f"{name:8s} test NLL {nll:.3f} nats per point (exact)")
-    plots.density_2d(flow.eval().log_prob, lim=2.5, ax=ax, data=x_test[:500], title=f"{name} on moons, NLL {nll:.2f}")
+    plots.density_2d(flow.eval().log_prob, ax=ax, data=x_test[:500], title=f"{name} on moons\ntest NLL {nll:.2f} nats")
 plots.save(fig, OUT / "densities.png")
 plt.close(fig)
 
@@ -66,6 +66,6 @@ plt.close(fig)
 
 # %%
 samples = pyro_dgm.programs.sample_program(flows["RealNVP"].model, 2000)
-fig = plots.scatter_2d(samples, lim=2.5, path=OUT / "realnvp_samples.png", title="RealNVP samples, moons")
+fig = plots.scatter_2d(samples, lim=3.0, path=OUT / "realnvp_samples.png", title="RealNVP samples, moons")
 plt.close(fig)
 print(f"figures in {OUT}")
