@@ -198,6 +198,33 @@ def _from_json(value):
     return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
 
 
+def _digits_labels(split, seed, data_dir=None):
+    from .data import load_digits_labels
+
+    return load_digits_labels(split, seed)
+
+
+#: Label loaders for the class-conditional models, by data set. Listed here by hand because the
+#: data registry (DataSpec) does not carry labels yet.
+LABELS = {"digits": _digits_labels, "digits-continuous": _digits_labels}
+
+
+def labels_for(spec, dspec, split: str, seed: int, data_dir=None):
+    """The labels of a split for a class-conditional model (None for the others); UsageError without labels."""
+    _check_labels(spec, dspec)
+    return LABELS[dspec.name](split, seed, data_dir) if spec.conditional else None
+
+
+def _check_labels(spec, dspec):
+    if spec.conditional and dspec.name not in LABELS:
+        raise UsageError(f"--data: model {spec.name!r} is class-conditional and needs labels, which only "
+                         f"{', '.join(sorted(LABELS))} have here; got {dspec.name!r}")
+
+
+def _num_classes(spec, meta_options: dict) -> int:
+    return int(meta_options.get("num_classes", model_options(spec).get("num_classes", 10)))
+
+
 def build_run(model_name: str, data_name: str, data_dir=None, seed: int = 0, options=None):
     """(spec, module, train data, data spec, image flag) for a registered model and data set."""
     spec, dspec = registry.get_model(model_name), registry.get_data(data_name)
@@ -205,6 +232,7 @@ def build_run(model_name: str, data_name: str, data_dir=None, seed: int = 0, opt
         raise UsageError(
             f"--data: model {model_name!r} takes {'/'.join(spec.data_kinds)} data, "
             f"but {data_name!r} is {dspec.kind}")
+    _check_labels(spec, dspec)
     image = bool(spec.fit_defaults.get("image", False))
     x = dspec.load("train", seed, data_dir, image=image)
     module = spec.build(tuple(x.shape[1:]), dspec.kind, **_split_options(spec, options or {})[0])
@@ -495,11 +523,14 @@ def check_sample_paths(png: Path) -> tuple:
     return png, tensor
 
 
-def draw(module, n):
-    """n draws of site "x" of a registered module's program (so handlers around the program apply)."""
+def draw(module, n, y=None):
+    """n draws of site "x" of a registered module's program (so handlers around the program apply).
+
+    A class-conditional program is run as ``model(None, y)`` with one label per draw.
+    """
     from .programs import sample_program
 
-    return sample_program(module.model, n)
+    return sample_program(module.model, n, args=() if y is None else (y,))
 
 
 def _stage(text):
@@ -555,6 +586,7 @@ def cmd_train(args):
         options = _resumed_options(out, options, given=bool(args.model_option))
     pyro.set_rng_seed(args.seed)  # before the model is built: its initial weights are part of the run
     spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed, options)
+    y = labels_for(spec, dspec, "train", args.seed, args.data_dir)
     kwargs = {k: v for k, v in spec.fit_defaults.items() if k != "image"}
     for key in ("epochs", "steps", "batch_size", "lr"):
         if getattr(args, key) is not None:
@@ -563,7 +595,8 @@ def cmd_train(args):
         kwargs.pop("epochs", None)
     model, guide = _programs(module)
     t0 = time.perf_counter()
-    result = fit(model, guide, x, objective=_objective(spec, module, dspec.kind, options), device=args.device,
+    data = x if y is None else torch.utils.data.TensorDataset(x, y)  # batches (x, y): model(x, y)
+    result = fit(model, guide, data, objective=_objective(spec, module, dspec.kind, options), device=args.device,
                  seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
                  resume=args.resume, progress=False if args.no_progress else None, **kwargs)
     seconds = time.perf_counter() - t0
@@ -583,8 +616,11 @@ def cmd_sample(args):
     path, tensor = check_sample_paths(Path(args.out or Path(args.run) / "samples.png"))
     pyro.set_rng_seed(args.seed)
     _stage(f"drawing {args.num} samples from {meta['model']}")
+    y = None  # a class-conditional model draws the classes in turn: a grid row of 10 shows each digit
+    if spec.conditional:
+        y = torch.arange(args.num) % _num_classes(spec, meta.get("model_options", {}))
     with torch.no_grad():
-        x = draw(module, args.num)
+        x = draw(module, args.num, y)
     _stage(f"writing {path} and {tensor.name}")
     save_samples(x, path, dspec.kind)
     torch.save(x, tensor)
@@ -601,12 +637,13 @@ def cmd_evaluate(args):
     meta, spec, dspec, module = load_run(args.run)
     image = bool(spec.fit_defaults.get("image", False))
     x = dspec.load(args.split, meta["seed"], meta.get("data_dir"), image=image)
+    y = labels_for(spec, dspec, args.split, meta["seed"], meta.get("data_dir"))
     where = f"{meta['model']} on {meta['data']} ({args.split}, {x.shape[0]} examples)"
     _stage(f"scoring {where}")
     if spec.family == "gan":
-        print(f"{where}: {_sample_quality(module, x, dspec.kind)} (a GAN has no likelihood)")
+        print(f"{where}: {_sample_quality(module, x, dspec.kind, y)} (a GAN has no likelihood)")
         return 0
-    res, how = _likelihood(spec, dspec, module, x, args)
+    res, how = _likelihood(spec, dspec, module, x if y is None else (x, y), args)
     if "bits_per_dim_discrete" in res:  # dequantized data: the number comparable with discrete models
         bits = f"{res['bits_per_dim_discrete']:.4f} bits/dim of the {NUM_LEVELS[dspec.name]}-level data"
     else:
@@ -615,25 +652,30 @@ def cmd_evaluate(args):
     return 0
 
 
-def _likelihood(spec, dspec, module, x, args):
-    """(result dict, how it was computed) for every family that has a density: pyro_dgm.evaluate's dispatch."""
+def _likelihood(spec, dspec, module, data, args):
+    """(result dict, how it was computed) for every family that has a density: pyro_dgm.evaluate's dispatch.
+
+    ``data`` is the tensor, or ``(x, labels)`` for a class-conditional model.
+    """
     from .evaluation import evaluate
 
+    x = data[0] if isinstance(data, tuple) else data
     if spec.family == "ebm" and tuple(x.shape[1:]) != (2,):
         raise UsageError("evaluate: an EBM's log Z is integrated on a grid in 2-D only; in higher "
                          "dimensions estimate it with pyro_dgm.evaluate(..., log_normalizer='ais')")
     guide = getattr(module, "guide", None)
-    res = evaluate(module.model, x, guide=guide, num_particles=args.num_particles if guide else 1, seed=args.seed,
+    res = evaluate(module.model, data, guide=guide, num_particles=args.num_particles if guide else 1, seed=args.seed,
                    num_levels=NUM_LEVELS.get(dspec.name), log_normalizer="grid" if spec.family == "ebm" else None)
     return res, res["method"]
 
 
-def _sample_quality(module, x, kind):
+def _sample_quality(module, x, kind, y=None):
+    """Sample quality against ``x``; a class-conditional generator draws with the data's labels ``y``."""
     from . import metrics
 
     pyro.set_rng_seed(0)
     with torch.no_grad():
-        samples = draw(module, x.shape[0])
+        samples = draw(module, x.shape[0], y)
     if kind == "points":
         return f"MMD^2 {metrics.mmd2(samples, x):.4f} between {x.shape[0]} samples and the data"
     q = metrics.digits_quality(samples.reshape(x.shape[0], -1), x.reshape(x.shape[0], -1))

@@ -128,3 +128,15 @@ def test_resume_keeps_the_runs_model_options_and_refuses_others(tmp_path, capsys
     assert main(resume) == 0
     meta = load_run(run).meta
     assert meta["steps"] == 5 and meta["model_options"] == {"latent_dim": 3}
+
+
+def test_a_class_conditional_model_trains_on_labels_and_samples_each_class(tmp_path, capsys):
+    run = tmp_path / "cvae"
+    assert main(TRAIN + ["--model", "cvae", "--out", str(run)]) == 0
+    assert main(["sample", "--run", str(run), "--num", "20"]) == 0
+    assert torch.load(run / "samples.pt", weights_only=True).shape == (20, 64)
+    assert main(["evaluate", "--run", str(run), "--num-particles", "2"]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    assert main(["train", "--model", "cflow", "--data", "cifar10", "--data-dir", str(tmp_path), "--steps", "1",
+                 "--out", str(tmp_path / "no")]) == 2
+    assert "is class-conditional and needs labels" in capsys.readouterr().err
