@@ -3,7 +3,7 @@
 The model is an MLP VAE (784-400-20, about 650k parameters) at a batch of
 ``--batch`` examples per process, so that a step's compute (tens of ms)
 outweighs the all-reduce of its gradients (2.6 MB). The processes are forked
-with torchrun's environment variables set (RANK, WORLD_SIZE, MASTER_ADDR,
+(spawned for CUDA) with torchrun's environment variables set (RANK, WORLD_SIZE, MASTER_ADDR,
 ...), so fit joins a gloo group exactly as under
 ``torchrun --nproc_per_node 2``. 1 and 2 processes alternate in rounds, so
 that load from elsewhere on the machine hits both alike; the table gives the
@@ -68,8 +68,10 @@ def _rank(rank, world, port, steps, batch, device, out):
 def examples_per_second(world, steps, batch, device) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+        # fork on the CPU (no second import of torch); CUDA cannot be used in a forked child
+        how = "fork" if device == "cpu" else "spawn"
         torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), steps, batch, device, out),
-                                              nprocs=world, start_method="fork")
+                                              nprocs=world, start_method=how)
         return float((out / f"world{world}.txt").read_text())
 
 
