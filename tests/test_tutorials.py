@@ -22,6 +22,8 @@ EXPECTED = {
     "pyro_program": (r"posterior mean of the fairness: 0\.\d+ \(exact: 0\.583\)", ["vae_loss.png"]),
     "arviz": (r"VAE +test NLL \d+\.\d+ nats per image", ["coin_posterior.png", "compare.png"]),
     "cli": (r"validation NLL of the loaded run: \d+\.\d+ nats", ["vae/samples.png"]),
+    "controlled": (r"by the 'ancestral' route: log p\(bottom half \| top half\) of the true digits -\d+\.\d+ nats",
+                   ["cvae_samples.png", "made_inpainting.png"]),
 }
 
 

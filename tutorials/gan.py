@@ -61,6 +61,9 @@ print(f"modes covered: {cover['modes']} of {cover['num_modes']}; "
 fig = plots.scatter_2d(samples, lim=3.0, path=OUT / "samples.png",
                        title=f"GAN (non-saturating) on 8 Gaussians: {cover['modes']}/8 modes")
 plt.close(fig)
-fig = plots.loss_curves(result, path=OUT / "loss.png", title="GAN losses per player (binary cross-entropy, nats)")
+# The critic's loss is the binary cross-entropy of data against samples (2 log 2 = 1.39 nats when it
+# cannot tell them apart); the generator's is -log D(G(z)), the non-saturating loss.
+fig = plots.loss_curves(result, path=OUT / "loss.png", title="GAN (non-saturating) on 8 Gaussians: both players",
+                        ylabel="loss (nats per example)")
 plt.close(fig)
 print(f"figures in {OUT}")
