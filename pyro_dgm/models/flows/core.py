@@ -121,6 +121,16 @@ class SequentialFlow(ComposeTransformModule):
     def __call__(self, x):
         return self._call(x)
 
+    # torch recomputes a composition's domain and codomain through every part at each access
+    # (about 1 ms for Glow's, several times per step); the parts never change, so once is enough.
+    @functools.cached_property
+    def domain(self):
+        return super().domain
+
+    @functools.cached_property
+    def codomain(self):
+        return super().codomain
+
     @property
     def inv(self):
         # ComposeTransform.inv composes the parts' inverses, whose log-det would rerun them.
