@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from torch.multiprocessing.spawn import ProcessException
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_worker  # noqa: E402
@@ -52,7 +53,7 @@ def one_process():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, one_process):
     out = tmp_path_factory.mktemp("ddp")
-    with pytest.raises(torch.multiprocessing.ProcessExitedException, match="SIGKILL|signal"):
+    with pytest.raises(ProcessException):  # rank 1 killed; rank 0 cut off from it
         _two_ranks(out, "killed")
     killed_at = torch.load(out / "killed.pt", weights_only=True)["step"]
     _two_ranks(out, "compare")
