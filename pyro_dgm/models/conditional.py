@@ -226,7 +226,7 @@ class ConditionalMADE(MADE):
 # ---------------------------------------------------------------- flow
 
 class ConditionalFlow(PyroModule):
-    """:math:`x = (\\mathrm{sigmoid}(g_K \\circ \\dots \\circ g_1(z; y)) - \\alpha) / (1 - 2\\alpha)`, :math:`z \\sim \\mathcal N(0, I)`, for data in [0, 1).
+    """:math:`x = (\\mathrm{sigmoid}(g_K \\circ \\dots \\circ g_1(z; y)) - \\alpha) / (1 - 2\\alpha)` for data in [0, 1).
 
     The last affine map is RealNVP's logit preprocessing (Dinh et al., 2017,
     :math:`\\alpha = 0.05`): data at the edges of [0, 1) stay away from the
@@ -235,8 +235,10 @@ class ConditionalFlow(PyroModule):
 
     Each :math:`g_i` is Pyro's conditional affine coupling (a ``ConditionalDenseNN``
     on the kept half and the one-hot label) followed by a fixed random
-    permutation; site "x" is ``ConditionalTransformedDistribution(...).condition(e_y)``,
-    scored exactly by the change of variables (one pass of the inverses).
+    permutation, and :math:`z \\sim \\mathcal N(\\mu_y, \\mathrm{diag}\\, \\sigma_y^2)` has a learned
+    mean and scale per class (Glow's class-conditional prior); site "x" is
+    ``ConditionalTransformedDistribution(base_y, ...).condition(e_y)``, scored
+    exactly by the change of variables (one pass of the inverses).
 
     Example::
 
@@ -264,15 +266,20 @@ class ConditionalFlow(PyroModule):
             nn.init.zeros_(c.nn.layers[-1].bias)
         self.register_buffer("perms", torch.stack([torch.randperm(d, generator=g) for _ in range(num_layers)]))
         self.register_buffer("base_loc", torch.zeros(d))
+        # Glow's class-conditional prior (Kingma and Dhariwal, 2018): a learned mean and log-scale of z per class.
+        self.prior = nn.Embedding(num_classes, 2 * d)
+        nn.init.zeros_(self.prior.weight)
         if not 0.0 <= alpha < 0.5:
             raise ValueError(f"alpha: expected a number in [0, 0.5), got {alpha!r}")
         self.alpha = float(alpha)
 
-    def distribution(self, y):
+    def distribution(self, y, temperature: float = 1.0):
+        """p(x | y); ``temperature`` T < 1 shrinks the base scales to T sigma_y (Glow's reduced-temperature draws)."""
         parts = []
         for coupling, perm in zip(self.couplings, self.perms):
             parts += [coupling, Permute(perm)]
-        base = dist.Normal(self.base_loc, 1.0).to_event(1).expand([len(y)])
+        loc, log_scale = self.prior(y.long()).chunk(2, -1)
+        base = dist.Normal(self.base_loc + loc, temperature * log_scale.exp()).to_event(1)
         squash = AffineTransform(-self.alpha / (1 - 2 * self.alpha), 1 / (1 - 2 * self.alpha), event_dim=1)
         flow = dist.ConditionalTransformedDistribution(base, parts + [SigmoidTransform(), squash])
         return flow.condition(one_hot(y, self.num_classes, self.base_loc.dtype))
@@ -287,8 +294,9 @@ class ConditionalFlow(PyroModule):
         return self.distribution(y).log_prob(x)
 
     @torch.no_grad()
-    def sample(self, y):
-        return self.distribution(y).sample()
+    def sample(self, y, temperature: float = 1.0):
+        """One draw per label, at ``temperature`` (1: the model itself)."""
+        return self.distribution(y, temperature).sample()
 
 
 # ---------------------------------------------------------------- GAN
