@@ -22,6 +22,7 @@ EXPECTED = {
     "pyro_program": (r"posterior mean of the fairness: 0\.\d+ \(exact: 0\.583\)", ["vae_loss.png"]),
     "arviz": (r"VAE +test NLL \d+\.\d+ nats per image", ["coin_posterior.png", "compare.png"]),
     "cli": (r"validation NLL of the loaded run: \d+\.\d+ nats", ["vae/samples.png"]),
+    "multi_gpu": (r"largest weight difference \d\.\d\de-(0[5-9]|[1-9]\d); final losses", ["losses.png"]),
     "controlled": (r"by the 'ancestral' route: log p\(bottom half \| top half\) of the true digits -\d+\.\d+ nats",
                    ["cvae_samples.png", "made_inpainting.png"]),
 }
@@ -31,6 +32,7 @@ def test_every_tutorial_is_listed():
     assert sorted(p.stem for p in TUTORIALS.glob("*.py")) == sorted(EXPECTED)
 
 
+@pytest.mark.slow  # short training runs, but ten of them: about a minute of CPU in all
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_tutorial_runs_prints_numbers_and_writes_figures(name, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYRO_DGM_TUTORIAL_FAST", "1")
