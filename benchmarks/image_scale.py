@@ -237,26 +237,30 @@ def _cell(row, key):
     return f"{statistics.median(row[key]):9.1f}" if row.get(key) else f"{'-':>9s}"
 
 
-def table(rows, args, dev) -> list[str]:
+def header(args, dev) -> list[str]:
     mem = "peak MiB (cuda max allocated)" if dev.type == "cuda" else "MiB (peak RSS growth)"
-    lines = [f"image models, batch {BATCH}, width {args.width}, device {dev}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} thread(s), {'bf16' if args.bf16 else 'fp32'}"
-             f"{', compile' if args.compile else ''}; median of {args.steps} steps after a warm-up one, "
-             f"the hand-written references alternating with fit step by step",
-             f"{'model':15s} {'shape':9s} {'fit ms':>9s} {'hand ms':>9s} {'fit/hand':>9s} {mem:>22s} "
-             f"{'s/64 samples':>13s}  first losses fit | hand"]
-    for (name, shape_name), row in rows.items():
-        if "error" in row:
-            lines.append(f"{name:15s} {shape_name:9s} failed: {row['error']}")
-            continue
-        ratio = (f"{statistics.median(row['fit_ms']) / statistics.median(row['hand_ms']):9.3f}"
-                 if row.get("hand_ms") else f"{'-':>9s}")
-        sample = f"{'~' if row['sample_est'] else ''}{row['sample_s']:.2f}"
-        first = "" if not row.get("first_losses") else "  {:.6g} | {:.6g}".format(*row["first_losses"])
-        shape = "x".join(map(str, SHAPES[shape_name]))
-        lines.append(f"{name:15s} {shape:9s} {_cell(row, 'fit_ms')} {_cell(row, 'hand_ms')} {ratio} "
-                     f"{row['peak_mib']:22.1f} {sample:>13s}{first}"
-                     f"{'' if row['finite'] else '  NON-FINITE LOSS'}")
+    return [f"image models, batch {BATCH}, width {args.width}, device {dev}, torch {torch.__version__}, "
+            f"{args.threads} thread(s), {'bf16' if args.bf16 else 'fp32'}"
+            f"{', compile' if args.compile else ''}; median of {args.steps} steps after a warm-up one, "
+            f"the hand-written references alternating with fit step by step",
+            f"{'model':15s} {'shape':9s} {'fit ms':>9s} {'hand ms':>9s} {'fit/hand':>9s} {mem:>22s} "
+            f"{'s/64 samples':>13s}  first losses fit | hand"]
+
+
+def line(name, shape_name, row) -> str:
+    shape = "x".join(map(str, SHAPES[shape_name]))
+    if "error" in row:
+        return f"{name:15s} {shape:9s} failed: {row['error']}"
+    ratio = (f"{statistics.median(row['fit_ms']) / statistics.median(row['hand_ms']):9.3f}"
+             if row.get("hand_ms") else f"{'-':>9s}")
+    sample = f"{'~' if row['sample_est'] else ''}{row['sample_s']:.2f}"
+    first = "" if not row.get("first_losses") else "  {:.6g} | {:.6g}".format(*row["first_losses"])
+    return (f"{name:15s} {shape:9s} {_cell(row, 'fit_ms')} {_cell(row, 'hand_ms')} {ratio} "
+            f"{row['peak_mib']:22.1f} {sample:>13s}{first}{'' if row['finite'] else '  NON-FINITE LOSS'}")
+
+
+def footer(args, dev) -> list[str]:
+    lines = []
     if dev.type == "cpu" and not args.full_sampling:
         lines.append(f"~: PixelCNN sampling timed over the first {args.ar_rows} rows and summed over all rows "
                      "(a line fitted to the per-row times); --full-sampling draws in full")
@@ -315,17 +319,25 @@ def main(argv=None):
         print("note: this pyro_dgm.fit takes no compile=; --compile ignored")
         args.compile = False
     torch.set_num_threads(args.threads)
-    rows = {}
+    # each row is printed (and written to --out) as soon as it is measured, so a time limit keeps the rows done
+    out = open(args.out, "w") if args.out else None
+
+    def emit(lines):
+        for text in lines:
+            print(text, flush=True)
+            if out is not None:
+                out.write(text + "\n")
+                out.flush()
+
+    emit(header(args, dev))
     for name in models:
         for shape_name in SHAPES:
             # CUDA resets its peak counter per row, so one process serves (and starts CUDA once)
-            rows[(name, shape_name)] = (_row(name, shape_name, args) if dev.type == "cuda" else
-                                        _in_child(name, shape_name, args))
-            print(f"  done {name} {shape_name}", file=sys.stderr, flush=True)
-    lines = table(rows, args, dev)
-    print("\n".join(lines), flush=True)
-    if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+            row = _row(name, shape_name, args) if dev.type == "cuda" else _in_child(name, shape_name, args)
+            emit([line(name, shape_name, row)])
+    emit(footer(args, dev))
+    if out is not None:
+        out.close()
 
 
 def _child_args(args):
