@@ -91,7 +91,7 @@ def _data():
 def train(name, batch_size, **kwargs):
     """``(fit result, model, guide, data)`` of run ``name`` at ``batch_size`` (per process)."""
     torch.manual_seed(0)
-    data = _data()[name]
+    data = _data()[name.removesuffix("_loader")]
     common = dict(steps=8, batch_size=batch_size, seed=0, progress=False, lr=1e-2)
     if name == "vae":
         m = NoiseVAE()
@@ -105,8 +105,11 @@ def train(name, batch_size, **kwargs):
         g, critic = CodeGenerator(), nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
         return (pyro_dgm.fit(g.model, None, data, objective=Adversarial(critic, loss="ns"), **common),
                 g.model, None, data)
-    if name == "param":
+    if name in ("param", "param_loader"):
         pyro.clear_param_store()
+        if name == "param_loader":  # a DataLoader, rebuilt by fit to draw each rank's shard
+            data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=batch_size,
+                                               shuffle=True)
         return pyro_dgm.fit(gaussian_mean, None, data, **common), gaussian_mean, None, data
     m = VAE(D, latent_dim=Z, hidden=(8,))
     common.update(steps=10, shuffle=True)
@@ -133,7 +136,7 @@ def main(out, mode):
         result, model, _, data = train("glow", 8)
         _save(out, "glow", rank, result, nll=pyro_dgm.evaluate(model, data)["nll"])
         return
-    for name in ("vae", "gan", "param"):
+    for name in ("vae", "gan", "param", "param_loader"):
         _save(out, name, rank, train(name, 8)[0])
     full, model, guide, data = train("library_vae", 4, checkpoint=out / "full.pt", checkpoint_every=3)
     nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, seed=0)["nll"]

@@ -47,7 +47,7 @@ def _two_ranks(out, mode):
 @pytest.fixture(scope="module")
 def one_process():
     """The one-process runs at batch 16 (run first: the forked ranks inherit a warmed-up Pyro)."""
-    return {name: ddp_worker.train(name, 16)[0] for name in ("vae", "gan", "param")}
+    return {name: ddp_worker.train(name, 16)[0] for name in ("vae", "gan", "param", "param_loader")}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def _assert_same(one, ranks):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["vae", "gan", "param"])
+@pytest.mark.parametrize("name", ["vae", "gan", "param", "param_loader"])
 def test_two_ranks_at_half_the_batch_train_as_one_process(runs, one_process, name):
     out, _ = runs
     one = one_process[name]
