@@ -32,6 +32,7 @@ import torch
 
 import pyro_dgm
 from pyro_dgm import plots
+from pyro_dgm.callbacks import EarlyStopping
 from pyro_dgm.data import load_digits, load_digits_labels
 from pyro_dgm.models import VAE
 
@@ -41,7 +42,8 @@ OUT.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # Seed first: the network's initial weights are drawn when the model is built, before `fit`
-# (whose `seed=` covers the training randomness and the data order) is called.
+# (whose `seed=` covers the training randomness and the data order) is called. An `EarlyStopping`
+# callback scores the validation digits after every epoch and keeps the best weights.
 
 # %%
 pyro.set_rng_seed(0)
@@ -49,9 +51,11 @@ x, x_test = load_digits("train"), load_digits("test")  # binarized 8x8 digits, (
 if FAST:
     x_test = x_test[:100]
 vae = VAE(64, latent_dim=8, hidden=(256,))
-length = {"steps": 10} if FAST else {"epochs": 150}
-result = pyro_dgm.fit(vae.model, vae.guide, x, batch_size=64, lr=1e-3, seed=0, progress=False, **length)
-print(f"final training loss (negative ELBO, nats per image): {result.loss:.2f}")
+stopper = EarlyStopping(load_digits("val"), patience=10)
+result = pyro_dgm.fit(vae.model, vae.guide, x, epochs=2 if FAST else 150, batch_size=64, lr=1e-3, seed=0,
+                      progress=False, callbacks=[stopper])
+print(f"final training loss (negative ELBO, nats per image): {result.loss:.2f}; best validation loss "
+      f"{stopper.best:.2f} after {result.epochs} epochs")
 
 # %% [markdown]
 # The ELBO is a lower bound; with `K` importance samples from the guide the IWAE bound
@@ -77,7 +81,8 @@ with torch.no_grad():
         plots.reconstructions(x_test[:10], vae.reconstruct(x_test[:10]), path=OUT / "reconstructions.png"),
         plots.latent_scatter(plots.pca_2d(vae.encode(x_test)), load_digits_labels("test")[:len(x_test)],
                              path=OUT / "latent.png", title="VAE latent means of test digits (PCA, 2 of 8 dims)"),
-        plots.loss_curves(result, path=OUT / "loss.png", title="VAE on digits: negative ELBO per image (nats)"),
+        plots.loss_curves(result, path=OUT / "loss.png", validation=stopper,
+                          title="VAE on binarized digits: training and validation loss"),
     ]
 for fig in figs:
     plt.close(fig)
