@@ -68,7 +68,8 @@ def _digits_part(out, device, seed, quick, rows):
         plots.reconstructions(xt[:10], vae.reconstruct(xt[:10]), path=out / "vae_reconstructions.png",
                               title="VAE: test digits (top) and reconstructions E[x|z], z the encoder's mean"),
         plots.latent_scatter(plots.pca_2d(vae.encode(xt)), load_digits_labels("test"), path=out / "vae_latent.png",
-                             title="VAE latent means of test digits (PCA of 8 dims)"),
+                             title="VAE latent means of test digits (PCA of 8 dims)",
+                             axis_names=("PC 1", "PC 2")),
         plots.loss_curves(result, path=out / "vae_loss.png", title="VAE on binarized digits: training loss"),
     ]
     for f in figs:

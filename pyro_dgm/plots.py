@@ -94,15 +94,18 @@ def reconstructions(x, x_hat, n: int = 10, path=None, title="data (top) and reco
     return sample_grid(both, nrow=n, title=title, path=path)
 
 
-def latent_scatter(z, labels=None, path=None, title="latent means"):
-    """Scatter of 2-D latent codes (the first two coordinates), coloured by label."""
+def latent_scatter(z, labels=None, path=None, title="latent means", axis_names=("z1", "z2")):
+    """Scatter of 2-D latent codes (the first two coordinates), coloured by label.
+
+    ``axis_names``: ("PC 1", "PC 2") for codes projected by :func:`pca_2d`.
+    """
     z = torch.as_tensor(z).detach().cpu().numpy()
     if labels is not None and len(labels) != len(z):
         raise ValueError(f"labels: expected one per code ({len(z)}), got {len(labels)}")
     fig, ax = plt.subplots(figsize=(5, 5))
     sns.scatterplot(x=z[:, 0], y=z[:, 1], hue=None if labels is None else np.asarray(labels),
                     palette="tab10", s=12, ax=ax, legend=labels is not None)
-    ax.set(xlabel="z1", ylabel="z2", title=title)
+    ax.set(xlabel=axis_names[0], ylabel=axis_names[1], title=title)
     if labels is not None:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return save(fig, path)

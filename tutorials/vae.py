@@ -80,7 +80,8 @@ with torch.no_grad():
                           title=f"VAE samples E[x|z], digits; test NLL {iwae['nll']:.1f} nats (IWAE)"),
         plots.reconstructions(x_test[:10], vae.reconstruct(x_test[:10]), path=OUT / "reconstructions.png"),
         plots.latent_scatter(plots.pca_2d(vae.encode(x_test)), load_digits_labels("test")[:len(x_test)],
-                             path=OUT / "latent.png", title="VAE latent means of test digits (PCA, 2 of 8 dims)"),
+                             path=OUT / "latent.png", axis_names=("PC 1", "PC 2"),
+                             title="VAE latent means of test digits (PCA, 2 of 8 dims)"),
         plots.loss_curves(result, path=OUT / "loss.png", validation=stopper,
                           title="VAE on binarized digits: training and validation loss"),
     ]
