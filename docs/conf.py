@@ -35,7 +35,8 @@ rst_prolog = ".. |v| unicode:: U+7C U+76 U+7C\n"
 # Links in the Markdown pages to files outside docs/ (README's figures, the tutorials' sources).
 suppress_warnings = ["myst.xref_missing"]
 
-TUTORIAL_ORDER = ["autoregressive", "vae", "flows", "gan", "ebm", "score_based", "pyro_program", "arviz", "controlled", "cli", "multi_gpu"]
+TUTORIAL_ORDER = ["autoregressive", "vae", "flows", "gan", "ebm", "score_based", "pyro_program", "arviz", "controlled",
+                  "cli", "multi_gpu"]
 
 
 def tutorial_to_myst(source: Path) -> str:

@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                                                           "--epochs is given too")
     t.add_argument("--batch-size", type=int, default=None, help="examples per update (default: the model's)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
-    t.add_argument("--device", default="cpu", help="torch device, e.g. cuda, cuda:1, or auto (a GPU per torchrun process)")
+    t.add_argument("--device", default="cpu",
+                   help="torch device, e.g. cuda, cuda:1, or auto (a GPU per torchrun process)")
     t.add_argument("--seed", type=int, default=0, help="seeds Pyro, torch, NumPy and Python before the model "
                                                       "is built, and the data order")
     t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATA)")

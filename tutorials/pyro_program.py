@@ -64,8 +64,8 @@ print(f"posterior mean of the fairness: {a / (a + b):.3f} (exact: {70 / 120:.3f}
 # %% [markdown]
 # **A regression with an autoguide.** `y = w x + b + noise` with Normal priors on `w` and `b`, a
 # network-free model whose guide is `AutoNormal`. The data site is the one observed site (`"y"`),
-# found without naming it; each batch `(x, y)` of the `TensorDataset` calls `model(x, y)`. `pyro_dgm.to_arviz` then gives
-# ArviZ draws of `w` and `b` (see the ArviZ tutorial).
+# found without naming it; each batch `(x, y)` of the `TensorDataset` calls `model(x, y)`.
+# `pyro_dgm.to_arviz` then gives ArviZ draws of `w` and `b` (see the ArviZ tutorial).
 
 # %%
 def regression(x, y=None):
@@ -79,7 +79,8 @@ pyro.clear_param_store()
 xs = torch.linspace(-2, 2, 200)
 ys = 1.5 * xs - 0.7 + 0.5 * torch.randn(200)
 guide = AutoNormal(regression)
-pyro_dgm.fit(regression, guide, TensorDataset(xs, ys), epochs=20 if FAST else 200, batch_size=50, lr=0.05, seed=0, progress=False)
+pyro_dgm.fit(regression, guide, TensorDataset(xs, ys), epochs=20 if FAST else 200, batch_size=50, lr=0.05, seed=0,
+             progress=False)
 median = guide.median(xs, ys)
 print(f"w = {median['w'].item():.2f} (true 1.5), b = {median['b'].item():.2f} (true -0.7)")
 
