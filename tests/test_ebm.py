@@ -2,6 +2,8 @@
 
 import math
 
+import pyro
+import pyro.distributions
 import pytest
 import torch
 from torch import nn
@@ -256,6 +258,37 @@ def test_fce_trains_the_flow_as_the_adversary(weight):
     assert set(r.losses) == {"model", "flow"} and len(r.losses["flow"]) == 3
     # the flow's loss is V and the model's is -V, evaluated on different samples
     assert any(not torch.equal(a, b) for a, b in zip(before, obj.flow.parameters()))
+
+
+class _NoEnergy(torch.nn.Module):
+    def forward(self, x):
+        return x.new_zeros(x.shape[0])
+
+
+class _ShiftedNormal(torch.nn.Module):
+    """The simplest flow: x = mu + z, z ~ N(0, I), with a learnable shift mu."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.loc = nn.Parameter(torch.full((2,), float(start)))
+
+    def model(self, x=None, num_samples=None):
+        n = x.shape[0] if x is not None else num_samples
+        with pyro.plate("data", n):
+            return pyro.sample("x", pyro.distributions.Normal(self.loc, torch.ones(2)).to_event(1), obs=x)
+
+
+def test_fce_moves_the_flow_toward_the_ebm_and_a_flipped_flow_loss_would_not():
+    """With data and the EBM both N((3, 3), I) and c the exact log Z, V(mu) = 2 JS(p, q_mu) - log 4 is
+    smallest at mu = (3, 3): the flow's steps on V take mu there from (1, 1). Stepping on -V sends it away."""
+    ebm = EBM(_NoEnergy(), 2, base_loc=3.0, base_scale=1.0)
+    flow = _ShiftedNormal(1.0)
+    obj = FlowContrastiveEstimation(flow=flow, log_z_init=math.log(2 * math.pi))
+    x = 3.0 + torch.randn(1024, 2, generator=torch.Generator().manual_seed(0))
+    pyro_dgm.fit(ebm.model, None, x, objective=obj, steps=150, batch_size=256, lr={"model": 1e-12, "flow": 0.05},
+                 seed=0, progress=False)
+    assert abs(obj.log_partition.log_z.item() - math.log(2 * math.pi)) < 1e-6  # the EBM side stayed put
+    assert (flow.loc - 3.0).abs().max().item() < 0.3, flow.loc
 
 
 # ---------------------------------------------------------------- long training
