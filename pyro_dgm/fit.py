@@ -61,11 +61,13 @@ class FitResult:
     """What :func:`fit` returns.
 
     Attributes:
-        losses: ``{group: [loss per update]}``.
+        losses: ``{group: [loss per update]}`` (one entry per optimizer step of the group).
         terms: ``{"group/term": [value per update]}`` for objectives with named terms.
         modules: the trained modules (in eval mode, on ``device``).
         objective: the objective, set up (its estimators are ready to reuse).
-        steps: the number of batches trained on, in total (across resumes).
+        steps: the number of batches trained on, in total (across resumes). A group
+            need not step on every batch: a WGAN with ``n_critic=5`` makes
+            ``steps / 5`` generator updates; :attr:`updates` counts them.
         epochs: completed epochs.
         checkpoint: the path of the last checkpoint, or None.
         optimizers: ``{group: torch.optim.Optimizer}``, to continue training by hand.
@@ -80,6 +82,11 @@ class FitResult:
     device: torch.device
     checkpoint: Path | None = None
     optimizers: dict = field(default_factory=dict)
+
+    @property
+    def updates(self) -> dict:
+        """``{group: optimizer steps}`` in total (across resumes): ``steps`` counts batches, this counts updates."""
+        return {group: len(values) for group, values in self.losses.items()}
 
     @property
     def loss(self) -> float:
@@ -244,7 +251,11 @@ def fit(
         precision: "32", or "bf16" for autocast mixed precision.
         device: "cpu" (the default), "cuda", "cuda:N", "auto" (CUDA when
             there is a GPU, else the CPU) or a torch.device.
-        seed: seeds Python, NumPy and torch, and the data order.
+        seed: seeds Python, NumPy and torch when fit starts, and the data order, so
+            the training noise (a VAE's epsilon, a GAN's z) and the batches repeat.
+            It cannot reach the model's initial weights, drawn when the model was
+            built: for a run that repeats exactly, call ``pyro.set_rng_seed(seed)``
+            before building the model too (the CLI's ``--seed`` does both).
         site: the name of the data site; default ``"x"`` if the model has it,
             else the one observed site whose value is the batch.
         modules: extra ``nn.Module``\\ s to train in group "model" (for programs
@@ -397,7 +408,7 @@ def _set_up(model, guide, data, objective, modules, callbacks, ranks, dev, ckpt_
 def _train(run, at: Progress, total, *, clip_grad, precision, scheduler_every, checkpoint_every, show,
            compile_with, programs):
     """The loop: batches until ``total`` steps or a stop; checkpoints; callbacks; modules left in eval mode."""
-    bar = tqdm(total=total, initial=min(at.step, total), disable=not show, dynamic_ncols=True,
+    bar = tqdm(total=total, initial=min(at.step, total), disable=not show, dynamic_ncols=True, unit="batch",
                desc=type(run.objective).__name__, leave=False)
     state = FitState(at.step, at.epoch, at.losses, run.modules, run.objective, run.device)
     autocast = (torch.autocast(run.device.type, dtype=torch.bfloat16) if precision == "bf16"
@@ -537,12 +548,17 @@ def _train_group(run, group, batch, step, autocast, clip_grad):
 
 
 def _update_bar(bar, losses, running, step, epoch, show):
-    last = losses[next(iter(losses))]
-    if last:
-        running = last[-1] if running is None else 0.95 * running + 0.05 * last[-1]
+    """A running mean of every group's loss; with several groups the bar also says how often each stepped."""
+    running = {} if running is None else running
+    for group, values in losses.items():
+        if values:
+            running[group] = values[-1] if group not in running else 0.95 * running[group] + 0.05 * values[-1]
     if show:
-        if step % 10 == 0 and running is not None:
-            bar.set_postfix(loss=f"{running:.4g}", epoch=epoch)
+        if step % 10 == 0 and running:
+            if len(losses) == 1:
+                bar.set_postfix(loss=f"{next(iter(running.values())):.4g}", epoch=epoch)
+            else:  # e.g. critic=0.52 (500 updates), generator=1.3 (100 updates)
+                bar.set_postfix({g: f"{v:.4g} ({len(losses[g])} updates)" for g, v in running.items()}, epoch=epoch)
         bar.update(1)
     return running
 

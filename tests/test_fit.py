@@ -384,3 +384,17 @@ def test_plain_function_programs_train_the_modules_given():
     x = torch.randn(256, 2) + torch.tensor([3.0, -1.0])
     pyro_dgm.fit(model, None, x, modules=[loc], epochs=60, lr=0.1, batch_size=64, seed=0, progress=False)
     assert torch.allclose(loc.weight.squeeze(-1), x.mean(0), atol=0.1)
+
+
+def test_steps_count_batches_and_updates_count_each_groups_optimizer_steps(capsys):
+    from pyro_dgm.inference import Adversarial
+    from pyro_dgm.models import MLPCritic, MLPGenerator
+
+    x = torch.randn(64, 2)
+    gen, critic = MLPGenerator(2, latent_dim=2, hidden=(8,)), MLPCritic(2, hidden=(8,))
+    objective = Adversarial(critic, loss="wgan-gp", n_critic=5)
+    result = pyro_dgm.fit(gen.model, None, x, objective=objective, steps=20, batch_size=16, progress=True)
+    assert result.steps == 20 and result.updates == {"critic": 20, "generator": 4}
+    err = capsys.readouterr().err
+    assert "generator=" in err and "(4 updates)" in err and "batch" in err
+
