@@ -125,13 +125,13 @@ def estimate_log_normalizer(fn, x: torch.Tensor, method: str) -> tuple[float, st
     raise ValueError(f"log_normalizer: expected a number, 'grid' or 'ais', got {method!r}")
 
 
-def _score_field_result(model, data, fn, num_levels, seed):
+def _score_field_result(model, data, fn, num_levels, seed, args=()):
     from .inference import VESDE, probability_flow_nll
 
     sde = fn.sde
     if sde is None:  # a noise ladder: the VE SDE through the same range of sigmas
         sde = VESDE(float(fn.sigmas.min()), float(fn.sigmas.max()))
-    res = probability_flow_nll(model, data, sde=sde, num_levels=num_levels, seed=seed)
+    res = probability_flow_nll(model, data, sde=sde, num_levels=num_levels, seed=seed, args=args)
     return {**res, "method": f"probability-flow ODE of {type(sde).__name__}"}
 
 
@@ -155,8 +155,10 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
         trace = trace_program(model, x, *args)
     name = resolve_site(trace, x, site, args)
     fn = trace.nodes[name]["fn"]
-    if isinstance(fn, ScoreField) and isinstance(data, torch.Tensor):
-        return _score_field_result(model, data.to(dev), fn, num_levels, seed)
+    if isinstance(fn, ScoreField) and isinstance(data, (torch.Tensor, tuple, list)):
+        full, full_args = split_batch(data)  # (x, y) of a class-conditional field: labels go batch by batch
+        return _score_field_result(model, full.to(dev), fn, num_levels, seed, tuple(
+            a.to(dev) if isinstance(a, torch.Tensor) else a for a in full_args))
     if guide is None and latent_sites(trace) and _implicit(fn) and isinstance(data, torch.Tensor):
         with torch.no_grad():
             return _implicit_result(model, data.to(dev), name)

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 import pyro_dgm
 from pyro_dgm.data import load_digits, load_digits_labels
 from pyro_dgm.distributions import ScoreField
-from pyro_dgm.inference import Adversarial, DenoisingScoreMatching, SDEScoreMatching, VESDE
+from pyro_dgm.inference import Adversarial, DenoisingScoreMatching, SDEScoreMatching, VESDE, probability_flow_nll
 from pyro_dgm.inpaint import inpaint, inpaint_method
 from pyro_dgm.models.conditional import (ConditionalFlow, ConditionalGAN, ConditionalGenerator, ConditionalMADE,
                                          ConditionalVAE, GuidedNCSN, ProjectionCritic)
@@ -62,6 +62,25 @@ def test_score_objectives_see_each_batch_s_labels(objective):
     pyro_dgm.fit(m.model, None, TensorDataset(x, y), objective=objective(), epochs=20, batch_size=100, lr=0.05,
                  progress=False, seed=0)
     assert torch.allclose(m.m.detach(), MEANS, atol=0.2), m.m
+
+
+def test_evaluate_scores_a_conditional_score_field_by_its_probability_flow_with_each_batch_s_labels():
+    """With the exact score of N(m_y, I), the flow's NLL of (x, y) is the Gaussian's; wrong labels cost more."""
+    y = torch.arange(300) % 3
+    x = MEANS[y] + torch.randn(300, 2)
+
+    def model(x, y):
+        field = ScoreField(lambda v, s: -(v - MEANS[y]) / (1 + s[:, None] ** 2), (2,), (len(y),),
+                           sde=VESDE(0.01, 30.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("x", field, obs=x)
+
+    exact = -dist.Normal(MEANS[y], 1.0).log_prob(x).sum(-1).mean()
+    got = pyro_dgm.evaluate(model, (x, y), seed=0)["nll"]
+    assert got == pytest.approx(float(exact), abs=0.1)
+    by_batches = probability_flow_nll(model, x, args=(y,), batch_size=64, trace="exact", num_steps=50)["nll"]
+    assert by_batches == pytest.approx(float(exact), abs=0.1)
+    assert pyro_dgm.evaluate(model, (x, (y + 1) % 3), seed=0)["nll"] > float(exact) + 2.0
 
 
 @pytest.fixture(scope="module")

@@ -375,13 +375,15 @@ def probability_flow_log_prob(score, x: torch.Tensor, sde, *, num_steps: int = 1
 
 def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int = 500, num_steps: int = 100,
                          eps: float = 1e-5, trace: str = "hutchinson", num_levels: int | None = None,
-                         seed: int | None = None) -> dict:
+                         seed: int | None = None, args=()) -> dict:
     """Test NLL of a score model by its probability-flow ODE, in nats and bits/dim.
 
     Args:
         model: a program whose site "x" holds a ScoreField.
         data: a tensor ``(N, *event_shape)``.
         sde: the diffusion; None takes the ScoreField's ``sde``.
+        args: further items aligned with the rows of ``data`` (labels of a
+            class-conditional field): each batch's field is traced on its own rows.
         num_levels: for data dequantized from L levels (``dequantize``), also
             report the discrete bits/dim :math:`(\\text{NLL} + D \\log L) / (D \\log 2)`,
             the density on :math:`[0, 1)^D` rescaled to the integer grid
@@ -402,14 +404,22 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     count("batch_size", batch_size)
     if seed is not None:
         torch.manual_seed(seed)
-    field = score_field_of(model, data[:2])
+    def rows(i, j):
+        return data[i:j], tuple(a[i:j] if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+
+    x0, args0 = rows(0, 2)
+    field = score_field_of(model, x0, args=args0)
     sde = sde if sde is not None else getattr(field, "sde", None)
     if sde is None:
         raise ValueError("sde: the model's ScoreField declares no SDE; pass sde=VESDE(...) or VPSDE()")
     device = field.device
-    nll = torch.cat([-probability_flow_log_prob(field.score, data[i:i + batch_size].to(device), sde,
-                                                num_steps=num_steps, eps=eps, trace=trace)
-                     for i in range(0, data.shape[0], batch_size)]).double().cpu()
+    parts = []
+    for i in range(0, data.shape[0], batch_size):
+        x, batch_args = rows(i, i + batch_size)
+        x = x.to(device)
+        score = score_field_of(model, x, args=batch_args).score if args else field.score
+        parts.append(-probability_flow_log_prob(score, x, sde, num_steps=num_steps, eps=eps, trace=trace))
+    nll = torch.cat(parts).double().cpu()
     dims = data[0].numel()
     mean = float(nll.mean())
     out = {"nll": mean, "nll_stderr": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan"),
