@@ -9,6 +9,7 @@ from . import data, distributions, inference, metrics, models, partition, sample
 from .fit import FitResult, FitState, NonFiniteLossError, fit
 from .safety import FitInterrupted
 from .evaluation import evaluate
+from .inpaint import inpaint
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,6 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(_LAZY_NAMES) | set(_LAZY_MODULES))
 
-__all__ = ["fit", "evaluate", "to_arviz", "compare", "FitResult", "FitState", "NonFiniteLossError",
+__all__ = ["fit", "evaluate", "inpaint", "to_arviz", "compare", "FitResult", "FitState", "NonFiniteLossError",
            "FitInterrupted", "data", "distributions", "inference", "metrics", "models", "partition", "samplers",
            "__version__"]
