@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = command("demo", help="train a VAE and baselines on digits and a 2-D toy; write figures and metrics")
     d.add_argument("--out", default="runs/demo", help="folder for figures, metrics and checkpoints")
-    d.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    d.add_argument("--device", default="auto", help="torch device: cpu, cuda, cuda:1, or auto (CUDA if there is one)")
     d.add_argument("--seed", type=int, default=0, help="seeds every part before its model is built")
     d.add_argument("--quick", action="store_true", help="a few epochs only (for a smoke test)")
 
@@ -73,14 +73,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="a model or objective option (repeatable), e.g. latent_dim=4, hidden=(128,128), "
                         "loss=wgan-gp; VALUE is a Python literal or else a string; the options of each "
                         "model are listed below")
-    t.add_argument("--data-dir", default=None, help="folder with MNIST files (nothing is downloaded)")
+    t.add_argument("--data-dir", default=None, help="folder with the data set's files (MNIST, Fashion-MNIST, "
+                                                    "CIFAR-10); nothing is downloaded")
     t.add_argument("--epochs", type=int, default=None, help="passes over the data (default: the model's)")
     t.add_argument("--steps", type=int, default=None, help="updates; replaces the model's epochs unless "
                                                           "--epochs is given too")
     t.add_argument("--batch-size", type=int, default=None, help="examples per update (default: the model's)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
-    t.add_argument("--device", default="cpu",
-                   help="torch device, e.g. cuda, cuda:1, or auto (a GPU per torchrun process)")
+    t.add_argument("--device", default="auto",
+                   help="torch device: cpu, cuda, cuda:1, or auto (CUDA if there is one; a GPU per torchrun process)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the networks (fit(compile=True))")
     t.add_argument("--seed", type=int, default=0, help="seeds Pyro, torch, NumPy and Python before the model "
                                                       "is built, and the data order")
     t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATA)")
@@ -599,8 +601,10 @@ def cmd_train(args):
     data = x if y is None else torch.utils.data.TensorDataset(x, y)  # batches (x, y): model(x, y)
     result = fit(model, guide, data, objective=_objective(spec, module, dspec.kind, options), device=args.device,
                  seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
-                 resume=args.resume, progress=False if args.no_progress else None, **kwargs)
+                 resume=args.resume, progress=False if args.no_progress else None, compile=args.compile, **kwargs)
     seconds = time.perf_counter() - t0
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 writes the run and speaks for all
+        return 0
     meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed,
             "model_options": options, "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
             "final_loss": result.loss, "train_seconds": round(seconds, 2)}
@@ -630,7 +634,7 @@ def cmd_sample(args):
 
 
 # Data sets dequantized from discrete levels: their discrete bits/dim is what papers report.
-NUM_LEVELS = {"digits-continuous": 17}
+NUM_LEVELS = {"digits-continuous": 17, "cifar10": 256}
 
 
 def cmd_evaluate(args):

@@ -141,3 +141,24 @@ def test_a_class_conditional_model_trains_on_labels_and_samples_each_class(tmp_p
     assert main(["train", "--model", "cflow", "--data", "cifar10", "--data-dir", str(tmp_path), "--steps", "1",
                  "--out", str(tmp_path / "no")]) == 2
     assert "is class-conditional and needs labels" in capsys.readouterr().err
+
+
+def test_compile_and_device_reach_fit_and_only_rank_0_writes_the_run(tmp_path, monkeypatch):
+    import sys
+
+    fit_module = sys.modules["pyro_dgm.fit"]  # the module (pyro_dgm.fit the attribute is the function)
+    seen = {}
+    real_fit = fit_module.fit
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        kwargs["compile"] = False  # what is checked is that the flag arrives; compiling is test_compile's
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "fit", spy)
+    assert main(TRAIN + ["--model", "bernoulli", "--compile", "--out", str(tmp_path / "a")]) == 0
+    assert seen["compile"] is True and seen["device"] == "auto"
+    assert (tmp_path / "a" / "run.json").exists()
+    monkeypatch.setenv("RANK", "1")
+    assert main(TRAIN + ["--model", "bernoulli", "--out", str(tmp_path / "b")]) == 0
+    assert not (tmp_path / "b" / "run.json").exists()  # rank 0 writes the run for all ranks
