@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -398,3 +400,21 @@ def test_steps_count_batches_and_updates_count_each_groups_optimizer_steps(capsy
     err = capsys.readouterr().err
     assert "generator=" in err and "(4 updates)" in err and "batch" in err
 
+
+
+def test_a_tuple_x_y_trains_model_x_y_as_evaluate_takes_it():
+    def model(x, y):
+        loc = pyro.param("class_loc", torch.zeros(2, 3))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc[y], 1.0).to_event(1), obs=x)
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (400,), generator=g)
+    x = torch.randn(400, 3, generator=g) + torch.tensor([[-2.0], [2.0]])[y]
+    pyro.clear_param_store()
+    pyro_dgm.fit(model, None, (x, y), epochs=40, batch_size=50, lr=0.1, seed=0, progress=False)
+    means = torch.stack([x[y == k].mean(0) for k in (0, 1)])
+    assert torch.allclose(pyro.param("class_loc"), means, atol=0.15)
+    assert pyro_dgm.evaluate(model, (x, y))["nll"] < pyro_dgm.evaluate(model, (x, 1 - y))["nll"] - 5
+    with pytest.raises(ValueError, match="same number of rows"):
+        pyro_dgm.fit(model, None, (x, y[:10]), epochs=1, progress=False)

@@ -53,6 +53,16 @@ class Batches:
             data = as_training_dtype(data, dtype)
             check_finite(data)
             self.dataset, n = data, data.shape[0]
+        elif isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+            # (x, y, ...) as evaluate and to_arviz take it: batches (x, y, ...) of the same rows
+            rows = {t.shape[0] if t.dim() else None for t in data}
+            if len(rows) != 1 or None in rows:
+                raise ValueError(f"data: the tensors of a tuple (x, y, ...) need the same number of rows, got "
+                                 f"shapes {[tuple(t.shape) for t in data]}")
+            x = as_training_dtype(data[0], dtype)
+            check_finite(x)
+            self.dataset = data = torch.utils.data.TensorDataset(x, *data[1:])
+            n = len(data)
         elif isinstance(data, torch.utils.data.Dataset):
             n = len(data)
             if n == 0:
@@ -60,7 +70,8 @@ class Batches:
             self.dataset = data
         else:
             raise ValueError(
-                f"data: expected a torch.Tensor, Dataset or DataLoader, got {type(data).__name__}"
+                f"data: expected a torch.Tensor, a tuple (x, y, ...) of them, a Dataset or a DataLoader, "
+                f"got {type(data).__name__}"
             )
         self.n = n
         if world > 1 and self.loader is not None:
