@@ -448,7 +448,7 @@ def _annealed(model, x, mask, args, *, site, node, num_steps, step_size, sigmas,
         raise ValueError("sigmas: the score field has no noise ladder; pass sigmas= to inpaint")
     levels = [float(v) for v in torch.as_tensor(levels).reshape(-1)]
     steps = num_steps or (sampler.steps_per_level if sampler else 100)
-    eps = step_size or (sampler.step_lr if sampler else 2e-5)
+    eps = step_size or (sampler.step_size if sampler else 2e-5)
     last = levels[-1]
     state = torch.where(mask, x, levels[0] * torch.randn_like(x))
     for sigma in levels:

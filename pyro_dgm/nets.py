@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-__all__ = ["mlp", "GaussianHead", "loc_scale", "conv_net", "FlatToImage", "zero_last", "MIN_SCALE"]
+__all__ = ["mlp", "GaussianHead", "loc_scale", "positive_scale", "conv_net", "FlatToImage", "zero_last", "MIN_SCALE"]
 
 MIN_SCALE = 1e-3
 
@@ -64,10 +64,15 @@ def mlp(sizes, activation=nn.ReLU, *, last_activation: bool = False, spectral_no
     return zero_last(net) if zero_init else net
 
 
+def positive_scale(raw: torch.Tensor, min_scale: float = MIN_SCALE) -> torch.Tensor:
+    """``softplus(raw) + min_scale``: a scale bounded away from zero, so log densities stay finite."""
+    return F.softplus(raw) + min_scale
+
+
 def loc_scale(out: torch.Tensor, min_scale: float = MIN_SCALE):
-    """A network's output split in two along the last axis: ``(loc, softplus(raw) + min_scale)``."""
+    """A network's output split in two along the last axis: ``(loc, positive_scale(raw))``."""
     loc, raw = out.chunk(2, dim=-1)
-    return loc, F.softplus(raw) + min_scale
+    return loc, positive_scale(raw, min_scale)
 
 
 class GaussianHead(nn.Module):

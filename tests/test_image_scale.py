@@ -102,7 +102,7 @@ CASES = {
     "realnvp-image": Case(lambda s, w: MultiScaleRealNVP(s, num_scales=2, hidden=w, couplings=1), "unit",
                           _in_logit_domain),
     "glow": Case(lambda s, w: Glow(s, levels=2, steps=1, hidden=w), "unit", _in_logit_domain),
-    "iresnet": Case(lambda s, w: IResNet(s[0] * s[1] * s[2], num_blocks=1, hidden=(w,), logit=0.05, n_terms=2),
+    "iresnet": Case(lambda s, w: IResNet(s[0] * s[1] * s[2], num_blocks=1, hidden=(w,), logit=0.05, num_terms=2),
                     "unit", _in_logit_domain, flat=True),
     "dcgan": Case(_dcgan, "unit", _in_unit, objective=lambda m: Adversarial(m.critic),
                   fit_kwargs={"lr": {"generator": 2e-3, "critic": 2e-3}}),

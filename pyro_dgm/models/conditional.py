@@ -34,7 +34,9 @@ from torch import nn
 from torch.distributions.transforms import AffineTransform, SigmoidTransform
 from torch.nn import functional as F
 
-from ..checks import count
+from ..checks import as_event_shape, count, widths
+from ..nets import mlp, positive_scale
+from ..deprecation import renamed
 from ..distributions.autoregressive import AutoregressiveDistribution
 from ..distributions.score_field import ScoreField
 from ..inference.score_based import DenoisingScoreMatching, geometric_sigmas
@@ -47,7 +49,6 @@ from .score import NoiseEmbedding
 __all__ = ["ConditionalVAE", "ConditionalMADE", "ConditionalFlow", "ConditionalGenerator", "ProjectionCritic",
            "ConditionalGAN", "ConditionalScoreMLP", "GuidedNCSN", "one_hot"]
 
-MIN_SCALE = 1e-3
 
 
 def one_hot(y: torch.Tensor, num_classes: int, dtype=None) -> torch.Tensor:
@@ -102,10 +103,10 @@ class ConditionalVAE(PyroModule):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood: expected 'bernoulli' or 'gaussian', got {likelihood!r}")
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        self.event_shape = as_event_shape(event_shape)
         self.num_classes, self.latent_dim = count("num_classes", num_classes), count("latent_dim", latent_dim)
         self.likelihood = likelihood
-        d, hidden = math.prod(self.event_shape), [count("hidden", h) for h in hidden]
+        d, hidden = math.prod(self.event_shape), list(widths("hidden", hidden))
         self.encoder = DenseNN(d + num_classes, hidden, [latent_dim, latent_dim])
         self.decoder = DenseNN(latent_dim + num_classes, hidden[::-1],
                                [d, d] if likelihood == "gaussian" else [d])
@@ -117,7 +118,7 @@ class ConditionalVAE(PyroModule):
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(logits=out.reshape(shape)).to_event(len(self.event_shape))
         loc, raw = out
-        return dist.Normal(loc.reshape(shape), (F.softplus(raw) + MIN_SCALE).reshape(shape)).to_event(
+        return dist.Normal(loc.reshape(shape), positive_scale(raw).reshape(shape)).to_event(
             len(self.event_shape))
 
     def model(self, x=None, y=None, num_samples=None):
@@ -137,7 +138,7 @@ class ConditionalVAE(PyroModule):
         n = _batch(x, y, None)
         loc, raw = self.encoder(torch.cat([_flat(x, self.event_shape), one_hot(y, self.num_classes, x.dtype)], -1))
         with pyro.plate("data", n):
-            return pyro.sample("z", dist.Normal(loc, F.softplus(raw) + MIN_SCALE).to_event(1))
+            return pyro.sample("z", dist.Normal(loc, positive_scale(raw)).to_event(1))
 
     @torch.no_grad()
     def sample(self, y: torch.Tensor, mean: bool = False) -> torch.Tensor:
@@ -253,7 +254,7 @@ class ConditionalFlow(PyroModule):
     def __init__(self, event_shape, num_classes: int = 10, num_layers: int = 6, hidden=(256, 256), seed: int = 0,
                  alpha: float = 0.05):
         super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        self.event_shape = as_event_shape(event_shape)
         if len(self.event_shape) != 1:
             raise ValueError(f"event_shape: ConditionalFlow models flat data, got {tuple(self.event_shape)}")
         d = self.event_shape[0]
@@ -306,7 +307,7 @@ class ConditionalGenerator(PyroModule):
 
     def __init__(self, event_shape, num_classes: int = 10, latent_dim: int = 16, hidden=(256, 256)):
         super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
+        self.event_shape = as_event_shape(event_shape)
         self.num_classes, self.latent_dim = count("num_classes", num_classes), count("latent_dim", latent_dim)
         self.net = DenseNN(latent_dim + num_classes, list(hidden), [math.prod(self.event_shape)])
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
@@ -337,10 +338,9 @@ class ProjectionCritic(nn.Module):
 
     def __init__(self, event_shape, num_classes: int = 10, hidden=(256, 256)):
         super().__init__()
-        sizes = (math.prod(torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)),) + tuple(hidden)
+        sizes = (math.prod(as_event_shape(event_shape)), *widths("hidden", hidden))
         sn = nn.utils.parametrizations.spectral_norm
-        self.phi = nn.Sequential(*[m for a, b in zip(sizes[:-1], sizes[1:])
-                                   for m in (sn(nn.Linear(a, b)), nn.LeakyReLU(0.2))])
+        self.phi = mlp(sizes, lambda: nn.LeakyReLU(0.2), last_activation=True, spectral_norm=True)
         self.psi = sn(nn.Linear(sizes[-1], 1))
         self.embed = sn(nn.Embedding(count("num_classes", num_classes), sizes[-1]))
 
@@ -414,8 +414,9 @@ class GuidedNCSN(nn.Module):
         torch.Size([2, 4])
     """
 
+    @renamed(step_lr="step_size")
     def __init__(self, dim: int, num_classes: int = 10, *, sigmas=None, guidance: float = 1.0,
-                 p_uncond: float = 0.1, hidden=(256, 256, 256), steps_per_level: int = 100, step_lr: float = 2e-5):
+                 p_uncond: float = 0.1, hidden=(256, 256, 256), steps_per_level: int = 100, step_size: float = 2e-5):
         super().__init__()
         if not 0.0 <= p_uncond < 1.0:
             raise ValueError(f"p_uncond: expected a probability in [0, 1), got {p_uncond!r}")
@@ -423,10 +424,10 @@ class GuidedNCSN(nn.Module):
             raise ValueError(f"guidance: expected w >= 0, got {guidance!r}")
         self.event_shape = torch.Size([count("dim", dim)])
         self.num_classes, self.guidance, self.p_uncond = count("num_classes", num_classes), float(guidance), p_uncond
-        self.net = ConditionalScoreMLP(dim, num_classes, tuple(hidden))
+        self.net = ConditionalScoreMLP(dim, num_classes, widths("hidden", hidden))
         sigmas = geometric_sigmas(5.0, 0.01, 12) if sigmas is None else sigmas
         self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.get_default_dtype()).reshape(-1))
-        self.sampler = AnnealedLangevin(self.sigmas, steps_per_level, step_lr)
+        self.sampler = AnnealedLangevin(self.sigmas, steps_per_level, step_size)
 
     def score_fn(self, y):
         """``(x, sigma) -> score``: label dropout in training mode, the guided score in eval mode."""
