@@ -71,8 +71,8 @@ def test_train_help_shows_every_default_and_each_models_options(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--seed SEED seeds Pyro, torch, NumPy and Python before the model is built, and the data order " \
            "(default: 0)" in text
-    assert "--device DEVICE torch device, e.g. cuda, cuda:1, or auto (a GPU per torchrun process) " \
-           "(default: cpu)" in text
+    assert "--device DEVICE torch device: cpu, cuda, cuda:1, or auto (CUDA if there is one; a GPU per torchrun " \
+           "process) (default: auto)" in text
     assert "vae (vae): lr=0.001 epochs=100 batch_size=64; options: latent_dim=8 hidden=(256,)" in text
     assert "options: method='exact' num_projections=1 sigma=0.1" in text  # ebm-sm's objective
     assert "loss='ns'" in text  # the GANs'
