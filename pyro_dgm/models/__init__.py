@@ -5,6 +5,7 @@ Importing a family registers its models with :mod:`pyro_dgm.registry` (the CLI r
 
 from . import autoregressive, baselines, conditional, ebm, flows, gan, score, vae
 from .autoregressive import *  # noqa: F401,F403
+from .base import DistributionModel
 from .baselines import DiagonalGaussian, FactorizedBernoulli
 from .ebm import *  # noqa: F401,F403
 from .flows import *  # noqa: F401,F403
@@ -12,5 +13,5 @@ from .gan import *  # noqa: F401,F403
 from .score import *  # noqa: F401,F403
 from .vae import VAE, ConvVAE
 
-__all__ = (["FactorizedBernoulli", "DiagonalGaussian", "VAE", "ConvVAE"]
+__all__ = (["DistributionModel", "FactorizedBernoulli", "DiagonalGaussian", "VAE", "ConvVAE"]
            + autoregressive.__all__ + flows.__all__ + gan.__all__ + ebm.__all__ + score.__all__)

@@ -3,44 +3,25 @@
 from __future__ import annotations
 
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
 
 from ..registry import register_model
-from ..checks import as_event_shape, count
-from ..programs import announce, sample_program
+from ..checks import as_event_shape
+from .base import DistributionModel
 
-__all__ = ["FactorizedBernoulli", "DiagonalGaussian", "batch_size_of"]
-
-
-def batch_size_of(x, num_samples):
-    """The plate size of a program called as ``model(x)`` or ``model(None, num_samples=n)``."""
-    if x is not None:
-        return x.shape[0]
-    if num_samples is None:
-        raise ValueError("num_samples: give data x or the number of samples to draw")
-    return int(num_samples)
+__all__ = ["FactorizedBernoulli", "DiagonalGaussian"]
 
 
-class _Factorized(PyroModule):
+class _Factorized(DistributionModel, PyroModule):
     """A distribution with independent dimensions at site "x"; subclasses give ``distribution(n)``."""
 
     def __init__(self, event_shape):
         super().__init__()
         self.event_shape = as_event_shape(event_shape)
 
-    def model(self, x=None, num_samples=None):
-        announce(self)
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)
-
-    def sample(self, n: int) -> torch.Tensor:
-        """``n`` samples by running :meth:`model`."""
-        return sample_program(self.model, count("n", n))
 
 
 class FactorizedBernoulli(_Factorized):

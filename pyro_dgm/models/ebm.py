@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import math
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import AffineTransform, Permute, spline_coupling
@@ -34,11 +33,10 @@ from ..inference.contrastive import (ContrastiveDivergence, FlowContrastiveEstim
                                      ScoreMatching)
 from ..samplers import langevin
 from ..registry import register_model
-from .baselines import batch_size_of
+from .base import DistributionModel
 from ..checks import as_event_shape, count, positive, widths
 from ..deprecation import renamed, renamed_attribute
 from ..nets import mlp
-from ..programs import announce, sample_program
 
 __all__ = ["EBM", "EnergyMLP", "DigitsEnergy", "FlowNoise"]
 
@@ -86,7 +84,7 @@ class DigitsEnergy(nn.Module):
         return self.net(x.reshape(x.shape[0], 1, 8, 8)).squeeze(-1)
 
 
-class EBM(PyroModule):
+class EBM(DistributionModel, PyroModule):
     """An energy-based model as a Pyro program with site ``"x"``.
 
     Args:
@@ -154,18 +152,9 @@ class EBM(PyroModule):
     def distribution(self, n: int) -> UnnormalizedDistribution:
         return UnnormalizedDistribution(self.energy, self.event_shape, torch.Size([n]), sampler=self._sampler)
 
-    def model(self, x=None, num_samples=None):
-        announce(self)
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)
-
-    def sample(self, n: int) -> torch.Tensor:
-        """``n`` draws of the model's Langevin chain (approximate samples of p), by running :meth:`model`."""
-        return sample_program(self.model, count("n", n))
 
 
-class FlowNoise(PyroModule):
+class FlowNoise(DistributionModel, PyroModule):
     """A small spline-coupling flow as a Pyro program: the noise of flow contrastive estimation.
 
     .. math:: x = \\mu + \\sigma \\odot g_K \\circ \\dots \\circ g_1(z), \\quad z \\sim \\mathcal{N}(0, I)
@@ -205,11 +194,6 @@ class FlowNoise(PyroModule):
         base = dist.Normal(torch.zeros_like(self.loc), torch.ones_like(self.loc)).to_event(1)
         return dist.TransformedDistribution(base.expand([n]), transforms)
 
-    def model(self, x=None, num_samples=None):
-        announce(self)
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)
 
 
 # ---------------------------------------------------------------- registry

@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from ..registry import register_model
-from .baselines import batch_size_of
+from .base import batch_size_of
 from ..checks import as_event_shape, count, widths
 from ..nets import mlp
 from ..programs import announce, sample_program

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import warnings
 
-import pyro
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -39,9 +38,8 @@ from ..distributions.score_field import ScoreField
 from ..inference.score_based import (DenoisingScoreMatching, PredictorCorrector, SDEScoreMatching, VESDE,
                                      geometric_sigmas)
 from ..registry import register_model
-from .baselines import batch_size_of
+from .base import DistributionModel
 from ..checks import as_event_shape, count, widths
-from ..programs import announce
 
 __all__ = ["NCSN", "ScoreMLP", "ScoreUNet", "NoiseEmbedding", "default_score_net"]
 
@@ -176,7 +174,7 @@ def default_score_net(event_shape) -> nn.Module:
     raise ValueError(f"event_shape: no default score network for examples of shape {tuple(event_shape)}; pass net=")
 
 
-class NCSN(nn.Module):
+class NCSN(DistributionModel, nn.Module):
     """A score-based model: a noise-conditional score network at site "x".
 
     Args:
@@ -212,12 +210,6 @@ class NCSN(nn.Module):
         """The ScoreField of a plate of ``n`` examples (the distribution at site "x")."""
         return ScoreField(self.net, self.event_shape, torch.Size([n]), sigmas=self.sigmas, sde=self.sde,
                           sampler=sampler or self.sampler)
-
-    def model(self, x=None, num_samples=None):
-        announce(self)
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)
 
     def score(self, x, sigma=None):
         """:math:`s_\\theta(x, \\sigma)`; sigma defaults to the smallest level of the ladder."""

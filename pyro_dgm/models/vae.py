@@ -22,7 +22,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ..registry import register_model
-from .baselines import batch_size_of
+from .base import batch_size_of
 from ..checks import as_event_shape, count, widths
 from ..nets import GaussianHead, loc_scale, mlp
 from ..programs import announce, sample_program

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import torch
 from torch import nn
 
 from ...distributions.autoregressive import AutoregressiveDistribution, make_output
-from ..baselines import batch_size_of
+from ..base import DistributionModel
 from ...checks import as_event_shape
-from ...programs import announce
 
 __all__ = ["AutoregressiveModel", "check_order"]
 
@@ -46,7 +44,7 @@ def inverse_order(order: torch.Tensor) -> torch.Tensor:
     return rank
 
 
-class AutoregressiveModel(nn.Module):
+class AutoregressiveModel(DistributionModel, nn.Module):
     """Base class: a Pyro program ``model(x=None, num_samples=None)`` with an exact density.
 
     Subclasses set the buffer ``order`` (the flat indices in sampling order)
@@ -106,8 +104,3 @@ class AutoregressiveModel(nn.Module):
         """The distribution of a batch of ``n`` examples (the one at site "x")."""
         return AutoregressiveDistribution(self.log_prob, self.sample, self.event_shape, (n,), self.output.support)
 
-    def model(self, x=None, num_samples=None):
-        announce(self)
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)

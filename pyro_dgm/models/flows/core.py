@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import operator
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_transform import ComposeTransformModule
@@ -25,10 +24,10 @@ from pyro.nn import PyroModule
 from torch.distributions.transforms import _InverseTransform
 from torch.distributions.utils import _sum_rightmost
 
-from ..baselines import batch_size_of
+from ..base import DistributionModel
 from .dequantization import UniformDequantization
-from ...checks import as_event_shape, count
-from ...programs import announce, sample_program, site_log_prob
+from ...checks import as_event_shape
+from ...programs import site_log_prob
 
 __all__ = ["FlowModel", "SequentialFlow", "ScoredOnce", "Remembered"]
 
@@ -163,7 +162,7 @@ class SequentialFlow(ComposeTransformModule):
         return functools.reduce(operator.add, terms)
 
 
-class FlowModel(PyroModule):
+class FlowModel(DistributionModel, PyroModule):
     """A normalizing flow as a Pyro program: ``x ~ TransformedDistribution(N(0, I), [f.inv])``.
 
     Args:
@@ -205,17 +204,8 @@ class FlowModel(PyroModule):
         flow = dist.TransformedDistribution(base, [self.flow.inv])
         return flow if self.num_levels is None else UniformDequantization(flow, self.num_levels)
 
-    def model(self, x=None, num_samples=None):
-        """The Pyro program: site "x" inside ``pyro.plate("data")``."""
-        announce(self)
-        n = batch_size_of(x, num_samples)
-        with pyro.plate("data", n):
-            return pyro.sample("x", self.distribution(n), obs=x)
-
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) in nats, one number per example (the program's site "x" scored on ``x``)."""
         return site_log_prob(self.model, x)
 
-    def sample(self, n: int) -> torch.Tensor:
-        """n samples by running :meth:`model`: z ~ N(0, I), x = f^{-1}(z)."""
-        return sample_program(self.model, count("n", n))
+
