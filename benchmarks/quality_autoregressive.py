@@ -32,7 +32,12 @@ SETTINGS = {
     "factorized Bernoulli": (FactorizedBernoulli, {}, {"lr": 5e-2, "epochs": 40, "batch_size": 128}, False),
     "FVSBN": (FVSBN, {}, {"lr": 1e-2, "epochs": 100, "batch_size": 64}, False),
     "NADE": (NADE, {"hidden": 100}, {"lr": 5e-3, "epochs": 150, "batch_size": 64}, False),
-    "MADE, 1 ordering": (MADE, {"hidden": (500,)}, {"lr": 3e-3, "epochs": 100, "batch_size": 64}, False),
+    "NADE, hidden 300": (NADE, {"hidden": 300}, {"lr": 5e-3, "epochs": 150, "batch_size": 64}, False),
+    "NADE, hidden 500": (NADE, {"hidden": 500}, {"lr": 5e-3, "epochs": 150, "batch_size": 64}, False),
+    "MADE, 1 ordering": (MADE, {"hidden": (500,), "order": "natural"}, {"lr": 3e-3, "epochs": 100, "batch_size": 64},
+                         False),
+    "MADE, 1 random ordering": (MADE, {"hidden": (500,), "order": "random"},
+                                {"lr": 3e-3, "epochs": 100, "batch_size": 64}, False),
     "MADE, 8 orderings": (MADE, {"hidden": (500,), "num_masks": 8, "order": "random"},
                           {"lr": 3e-3, "epochs": 150, "batch_size": 64}, False),
     "PixelCNN": (PixelCNN, {"hidden": 32, "num_layers": 4}, {"lr": 3e-3, "epochs": 50, "batch_size": 64}, True),
@@ -91,7 +96,7 @@ def _train(cls, options, fit_options, data, args):
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     m.sample(NUM_SAMPLES)
-    return result, seconds, time.perf_counter() - t0, len(keep.history)
+    return result, seconds, time.perf_counter() - t0, len(keep.history), keep.best
 
 
 def _describe(options, fit_options):
@@ -106,9 +111,12 @@ def run(args):
     print(f"data: {args.data} ({x.shape[0]} train / {data[False][1].shape[0]} val / "
           f"{data[False][2].shape[0]} test, {x.shape[1]} dims); Adam, early stopping on val NLL "
           f"(patience {PATIENCE}); sampling: {NUM_SAMPLES} draws; torch threads: {torch.get_num_threads()}")
-    print(f"{'model':22s} {'NLL nats':>9s} {'± s.e.':>7s} {'bits/dim':>9s} {'epochs':>6s} {'train s':>8s} "
-          f"{'sample s':>9s}  settings")
+    print("(choose among variants by the val column: the best validation NLL, the weights that are kept)")
+    print(f"{'model':24s} {'val NLL':>8s} {'NLL nats':>9s} {'± s.e.':>7s} {'bits/dim':>9s} {'epochs':>6s} "
+          f"{'train s':>8s} {'sample s':>9s}  settings")
     for name, (cls, options, fit_options, image) in SETTINGS.items():
-        res, train_s, sample_s, epochs = _train(cls, options, fit_options, data[image], args)
-        print(f"{name:22s} {res['nll']:9.3f} {res['nll_stderr']:7.3f} {res['bits_per_dim']:9.4f} {epochs:6d} "
-              f"{train_s:8.1f} {sample_s:9.2f}  {_describe(options, fit_options)}", flush=True)
+        if getattr(args, "only", None) and name not in args.only:
+            continue
+        res, train_s, sample_s, epochs, val = _train(cls, options, fit_options, data[image], args)
+        print(f"{name:24s} {val:8.3f} {res['nll']:9.3f} {res['nll_stderr']:7.3f} {res['bits_per_dim']:9.4f} "
+              f"{epochs:6d} {train_s:8.1f} {sample_s:9.2f}  {_describe(options, fit_options)}", flush=True)

@@ -386,3 +386,12 @@ def test_made_resume_continues_with_the_right_mask_set(tmp_path):
                            progress=False)
     assert resumed.losses["model"] == ref.losses["model"]
     assert again.mask_index == straight.mask_index
+
+
+def test_made_single_ordering_is_an_explicit_choice():
+    natural, default = MADE(6, hidden=(16,), order="natural"), MADE(6, hidden=(16,))
+    assert torch.equal(natural.ordering, torch.arange(6)) and torch.equal(default.ordering, torch.arange(6))
+    shuffled = MADE(6, hidden=(16,), order="random", seed=3)
+    assert sorted(shuffled.ordering.tolist()) == list(range(6)) and not torch.equal(shuffled.ordering, torch.arange(6))
+    with pytest.raises(ValueError, match="'natural'"):
+        MADE(6, order="raster")
