@@ -148,7 +148,7 @@ def _print_digits(args):
     pf_s = time.perf_counter() - t0
     g = pyro_dgm.evaluate(base.model, xt)
     discrete = (g["nll"] + 64 * math.log(DIGITS_LEVELS)) / (64 * math.log(2))
-    print(f"\ntest NLL (360 digits): continuous = density on [0,1)^64; discrete = (NLL + 64 log 17) / (64 log 2)")
+    print("\ntest NLL (360 digits): continuous = density on [0,1)^64; discrete = (NLL + 64 log 17) / (64 log 2)")
     print(f"{'model':36s} {'NLL nats':>9s} {'± s.e.':>7s} {'bpd cont.':>9s} {'bpd disc.':>9s} {'eval s':>7s}")
     print(f"{'diagonal Gaussian (exact)':36s} {g['nll']:9.2f} {g['nll_stderr']:7.2f} {g['bits_per_dim']:9.3f} "
           f"{discrete:9.3f} {'':>7s}")

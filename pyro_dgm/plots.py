@@ -9,13 +9,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
 
 __all__ = ["save", "grid_columns", "sample_grid", "reconstructions", "latent_scatter", "pca_2d", "loss_curves",
            "LOSS_UNITS", "density_2d", "scatter_2d"]
