@@ -36,14 +36,16 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.infer import MCMC, NUTS
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints
 
 from .checks import count, positive
 from .distributions.autoregressive import AutoregressiveDistribution
-from .programs import data_site, latent_sites, module_of, program_modules, trace_program, uncondition_site
+from .programs import (data_site, latent_sites, module_of, per_example_log_prob, program_modules, site_log_prob,
+                       trace_program, uncondition_site)
 from .runtime import eval_mode, repeat_rows
+from .samplers import AnnealedLangevin, mala
 
 __all__ = ["inpaint", "inpaint_method", "conditional_log_prob", "MaskedObservation", "METHODS"]
 
@@ -270,8 +272,7 @@ def _log_prob_fn(model, site, args, n_args):
     def log_prob(x):
         k = x.shape[0] // n_args
         _, rargs = repeat_rows(x, args, k) if k > 1 else (x, args)
-        node = data_site(trace_program(model, x, *rargs), site)
-        return node["fn"].log_prob(x).reshape(x.shape[0])
+        return site_log_prob(model, x, site, rargs).reshape(x.shape[0])
 
     return log_prob
 
@@ -295,8 +296,6 @@ def _gibbs(model, x, mask, args, *, site, node, num_steps, **_):
 
 
 def _langevin(model, x, mask, args, *, site, node, num_steps, step_size, warmup_steps, **_):
-    from .samplers import mala
-
     support = node["fn"].support
     while isinstance(support, constraints.independent):
         support = support.base_constraint
@@ -306,8 +305,9 @@ def _langevin(model, x, mask, args, *, site, node, num_steps, step_size, warmup_
 
     def target(v):
         # Known pixels come from x; only the unknown ones move (and carry the log-Jacobian of to_x).
-        full = torch.where(mask, x, to_x(v))
-        ladj = (to_x.log_abs_det_jacobian(v, to_x(v)) * (~mask)).reshape(n, -1).sum(-1)
+        moved = to_x(v)
+        full = torch.where(mask, x, moved)
+        ladj = (to_x.log_abs_det_jacobian(v, moved) * (~mask)).reshape(n, -1).sum(-1)
         return log_prob(full) + ladj
 
     v0 = torch.where(mask, to_x.inv(_inside(x, support)), torch.randn_like(x))
@@ -369,21 +369,6 @@ class MaskedObservation(Messenger):
         msg["fn"] = base.mask(self.mask).to_event(ndims)
 
 
-def _row_log_prob(trace, n):
-    """Per row, the sum of the log densities of all sample sites of a trace (each must be per example)."""
-    trace.compute_log_prob()
-    total = torch.zeros(n)
-    for name, s in trace.nodes.items():
-        if s["type"] != "sample" or site_is_subsample(s) or "log_prob" not in s:
-            continue
-        lp = s["log_prob"]
-        if lp.shape != (n,):
-            raise ValueError(f"model: site {name!r} has log densities of shape {tuple(lp.shape)}, not one per "
-                             f"example ({n}); inpaint handles latents inside the data plate only")
-        total = total.to(lp) + lp
-    return total
-
-
 def _fill(x, mask):
     """The unknown pixels set to the mean of the row's known ones: the input the guide proposes from."""
     known = mask.reshape(x.shape[0], -1).to(x.dtype)
@@ -400,7 +385,7 @@ def _weighted_particles(model, guide, x, mask, args, site, k):
         guide_trace = trace_program(guide, xk, *kargs)
         model_trace = trace_program(poutine.replay(MaskedObservation(site, mk)(model), trace=guide_trace),
                                     repeat_rows(x, (), k)[0], *kargs)
-        logw = _row_log_prob(model_trace, k * n) - _row_log_prob(guide_trace, k * n)
+        logw = per_example_log_prob(model_trace, k * n) - per_example_log_prob(guide_trace, k * n)
     return guide_trace, logw.view(k, n)
 
 
@@ -423,8 +408,6 @@ def _importance(model, x, mask, args, *, guide, site, num_particles, n, **_):
 
 
 def _nuts(model, x, mask, args, *, site, warmup_steps, n, **_):
-    from pyro.infer import MCMC, NUTS
-
     base, base_mask = x[:n], mask[:n]
     base_args = tuple(a[:n] if isinstance(a, torch.Tensor) and a.dim() else a for a in args)
     s = x.shape[0] // n
@@ -439,8 +422,6 @@ def _nuts(model, x, mask, args, *, site, warmup_steps, n, **_):
 
 @torch.no_grad()
 def _annealed(model, x, mask, args, *, site, node, num_steps, step_size, sigmas, **_):
-    from .samplers import AnnealedLangevin
-
     fn = data_site(trace_program(model, x, *args), site)["fn"]  # the field of these rows (labels included)
     sampler = fn.sampler if isinstance(fn.sampler, AnnealedLangevin) else None
     levels = sigmas if sigmas is not None else fn.sigmas
@@ -496,7 +477,7 @@ def conditional_log_prob(model, x, mask, guide=None, *, args=(), site: str = "x"
             xk, kargs = repeat_rows(x, args, num_particles)
             mk = repeat_rows(mask, (), num_particles)[0]
             masked = trace_program(poutine.replay(MaskedObservation(site, mk)(model), trace=guide_trace), xk, *kargs)
-            logw_known = (_row_log_prob(masked, xk.shape[0]) - _row_log_prob(guide_trace, xk.shape[0]))
+            logw_known = (per_example_log_prob(masked, xk.shape[0]) - per_example_log_prob(guide_trace, xk.shape[0]))
             return torch.logsumexp(logw_full, 0) - torch.logsumexp(logw_known.view(num_particles, -1), 0)
     raise ValueError(f"model: no exact or importance-weighted conditional density for route {route!r}; "
                      "conditional_log_prob needs an autoregressive model with the known pixels first, or a guide")

@@ -165,8 +165,9 @@ def per_example_log_prob(trace, batch_size: int, sites=None) -> torch.Tensor:
     for name in sample_sites(trace) if sites is None else sites:
         site = trace.nodes[name]
         lp = site["fn"].log_prob(site["value"])
-        if lp.dim() == 0:
-            raise ValueError(f"site {name!r} has no batch dimension; put it inside pyro.plate('data', N)")
+        if lp.dim() == 0 or lp.numel() % batch_size:
+            raise ValueError(f"site {name!r} has log densities of shape {tuple(lp.shape)}, not one or more per "
+                             f"example of the {batch_size}; put it inside pyro.plate('data', N)")
         total = total.to(lp.device) + lp.reshape(batch_size, -1).sum(-1)
     return total
 
