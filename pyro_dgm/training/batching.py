@@ -59,9 +59,7 @@ class Batches:
             if len(rows) != 1 or None in rows:
                 raise ValueError(f"data: the tensors of a tuple (x, y, ...) need the same number of rows, got "
                                  f"shapes {[tuple(t.shape) for t in data]}")
-            x = as_training_dtype(data[0], dtype)
-            check_finite(x)
-            self.dataset = data = torch.utils.data.TensorDataset(x, *data[1:])
+            self.dataset = data = torch.utils.data.TensorDataset(as_training_dtype(data[0], dtype), *data[1:])
             n = len(data)
         elif isinstance(data, torch.utils.data.Dataset):
             n = len(data)
@@ -107,13 +105,19 @@ class Batches:
             worker_init_fn=loader.worker_init_fn, persistent_workers=loader.persistent_workers)
 
     def watch(self, site: dict) -> None:
-        """Check the data against the support of the data site's distribution: a tensor data set
-        now, in one pass; batches from a Dataset or DataLoader as they come (with finite values)."""
-        if isinstance(self.dataset, torch.Tensor):
-            if site["value"].shape[1:] == self.dataset.shape[1:]:
-                check_support(site, self.dataset)
+        """Check the data against the support of the data site's distribution: a tensor (or a
+        TensorDataset's x) now, in one pass; batches of any other Dataset or a DataLoader as they come
+        (with finite values)."""
+        if isinstance(self.dataset, torch.utils.data.TensorDataset):
+            x = as_training_dtype(self.dataset.tensors[0], self.dtype)
+            check_finite(x)
+        elif isinstance(self.dataset, torch.Tensor):
+            x = self.dataset
         else:
             self.site = site
+            return
+        if site["value"].shape[1:] == x.shape[1:]:
+            check_support(site, x)
 
     def _ready(self, batch):
         batch = on_device(batch, self.device)
@@ -169,6 +173,8 @@ class Batches:
     def _rows(source, chunk):
         if isinstance(source, torch.Tensor):
             return source[chunk]
+        if isinstance(source, torch.utils.data.TensorDataset):  # its tensors indexed at once, not row by row
+            return tuple(t[chunk] for t in source.tensors)
         return torch.utils.data.default_collate([source[int(j)] for j in chunk])
 
     def epoch(self, epoch, skip=0):
