@@ -38,6 +38,7 @@ once at width 16, 1x28x28, on a busy machine: estimates 28.8 and 30.9 s against
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import inspect
 import json
@@ -129,7 +130,7 @@ def fit_loop(name, module, x, steps, dev, bf16, compile_, hand=None):
 # ------------------------------------------------------------------ sampling
 
 class _Enough(Exception):
-    pass
+    """Raised from the sampling hook once enough rows are timed."""
 
 
 def _timed_rows(module, n, rows):
@@ -147,9 +148,8 @@ def _timed_rows(module, n, rows):
 
     handle = module.head.register_forward_hook(hook)
     try:
-        module.sample(n)
-    except _Enough:
-        pass
+        with contextlib.suppress(_Enough):
+            module.sample(n)
     finally:
         handle.remove()
     return [b - a for a, b in zip(stamps[:-1], stamps[1:])]
@@ -157,12 +157,12 @@ def _timed_rows(module, n, rows):
 
 def _extrapolate(row_times, height):
     """Sum over ``height`` rows of the least-squares line through the measured per-row times."""
-    r = list(range(len(row_times)))
-    mean_r, mean_t = statistics.fmean(r), statistics.fmean(row_times)
-    var = sum((i - mean_r) ** 2 for i in r)
-    slope = sum((i - mean_r) * (t - mean_t) for i, t in zip(r, row_times)) / var if var else 0.0
-    slope = max(slope, 0.0)  # a pass never gets cheaper further down
-    return sum(mean_t + slope * (i - mean_r) for i in range(height))
+    if len(row_times) < 2:
+        return height * row_times[0]
+    slope, intercept = statistics.linear_regression(range(len(row_times)), row_times)
+    if slope < 0:  # a pass never gets cheaper further down
+        slope, intercept = 0.0, statistics.fmean(row_times)
+    return sum(intercept + slope * i for i in range(height))
 
 
 def sample_seconds(name, module, dev, args):

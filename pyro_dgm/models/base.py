@@ -42,9 +42,6 @@ class DistributionModel:
         torch.Size([4, 1])
     """
 
-    def distribution(self, n: int):
-        raise NotImplementedError(f"{type(self).__name__} must define distribution(n), the distribution at site 'x'")
-
     def model(self, x=None, num_samples=None):
         """The Pyro program: site "x" inside ``pyro.plate("data")``, observed when ``x`` is given."""
         announce(self)
