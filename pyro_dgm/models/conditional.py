@@ -40,11 +40,11 @@ from ..deprecation import renamed
 from ..distributions.autoregressive import AutoregressiveDistribution
 from ..distributions.score_field import ScoreField
 from ..inference.score_based import DenoisingScoreMatching, geometric_sigmas
-from ..programs import announce
+from ..programs import announce, sample_program
 from ..registry import register_model
 from ..samplers import AnnealedLangevin
 from .autoregressive import MADE
-from .score import NoiseEmbedding
+from .score import ScoreMLP
 
 __all__ = ["ConditionalVAE", "ConditionalMADE", "ConditionalFlow", "ConditionalGenerator", "ProjectionCritic",
            "ConditionalGAN", "ConditionalScoreMLP", "GuidedNCSN", "one_hot"]
@@ -140,12 +140,10 @@ class ConditionalVAE(PyroModule):
         with pyro.plate("data", n):
             return pyro.sample("z", dist.Normal(loc, positive_scale(raw)).to_event(1))
 
-    @torch.no_grad()
     def sample(self, y: torch.Tensor, mean: bool = False) -> torch.Tensor:
-        """One draw of x | y per label (or the decoder's mean E[x | z, y] with ``mean=True``)."""
-        z = torch.randn(len(y), self.latent_dim, device=self.prior_loc.device)
-        d = self.likelihood_dist(z, one_hot(y, self.num_classes, z.dtype))
-        return d.mean if mean else d.sample()
+        """One draw of x | y per label by running :meth:`model` (or the decoder's mean E[x | z, y] with ``mean=True``)."""
+        node = sample_program(self.model, len(y), args=(y,), trace=True).nodes["x"]
+        return node["fn"].mean if mean else node["value"]
 
 
 # ---------------------------------------------------------------- MADE
@@ -323,9 +321,9 @@ class ConditionalGenerator(PyroModule):
             z = pyro.sample("z", dist.Normal(self.prior_loc, 1.0).expand([n, self.latent_dim]).to_event(1))
             return pyro.deterministic("x", self(z, y), event_dim=len(self.event_shape))
 
-    @torch.no_grad()
     def sample(self, y):
-        return self(torch.randn(len(y), self.latent_dim, device=self.prior_loc.device), y)
+        """One draw G(z, y) per label, by running :meth:`model`."""
+        return sample_program(self.model, len(y), args=(y,))
 
 
 class ProjectionCritic(nn.Module):
@@ -370,28 +368,19 @@ class ConditionalGAN(nn.Module):
 
 # ---------------------------------------------------------------- score model with classifier-free guidance
 
-class ConditionalScoreMLP(nn.Module):
-    """:math:`s_\\theta(x, \\sigma, y)`: an MLP whose hidden layers get a noise embedding plus a label embedding.
+class ConditionalScoreMLP(ScoreMLP):
+    """:math:`s_\\theta(x, \\sigma, y)`: :class:`~pyro_dgm.models.ScoreMLP` whose embedding of
+    :math:`\\sigma` gets a learned embedding of the label added.
 
     Label C (one past the classes) is the null label of classifier-free guidance.
-    The input is scaled by :math:`1/\\sqrt{1+\\sigma^2}` and the output divided by :math:`\\sigma`,
-    as :class:`~pyro_dgm.models.ScoreMLP` does.
     """
 
     def __init__(self, dim: int, num_classes: int = 10, hidden=(256, 256, 256), embed_dim: int = 64):
-        super().__init__()
-        self.noise = nn.Sequential(NoiseEmbedding(embed_dim), nn.Linear(embed_dim, embed_dim), nn.SiLU())
+        super().__init__(dim, hidden, embed_dim)
         self.label = nn.Embedding(count("num_classes", num_classes) + 1, embed_dim)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip((dim,) + tuple(hidden[:-1]), hidden))
-        self.cond = nn.ModuleList(nn.Linear(embed_dim, h) for h in hidden)
-        self.out = nn.Linear(hidden[-1], dim)
 
     def forward(self, x, sigma, y):
-        e = self.noise(sigma) + self.label(y.long())
-        h = x / (1 + sigma.pow(2)).sqrt().unsqueeze(-1)
-        for layer, cond in zip(self.layers, self.cond):
-            h = F.silu(layer(h) + cond(e))
-        return self.out(h) / sigma.unsqueeze(-1)
+        return self.conditioned(x, sigma, self.embed(sigma) + self.label(y.long()))
 
 
 class GuidedNCSN(nn.Module):
@@ -448,10 +437,9 @@ class GuidedNCSN(nn.Module):
         with pyro.plate("data", n):
             return pyro.sample("x", field, obs=x)
 
-    @torch.no_grad()
     def sample(self, y):
-        return ScoreField(self.score_fn(y.long()), self.event_shape, torch.Size([len(y)]), sigmas=self.sigmas,
-                          sampler=self.sampler).sample()
+        """One draw per label by running :meth:`model` (guided in eval mode)."""
+        return sample_program(self.model, len(y), args=(y,))
 
 
 # ---------------------------------------------------------------- registry

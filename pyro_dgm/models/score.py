@@ -91,7 +91,11 @@ class ScoreMLP(nn.Module):
         self.out = nn.Linear(hidden[-1], dim)
 
     def forward(self, x, sigma):
-        e, h = self.embed(sigma), _precondition(x, sigma)
+        return self.conditioned(x, sigma, self.embed(sigma))
+
+    def conditioned(self, x, sigma, e):
+        """The network with the embedding ``e`` (of sigma, and of whatever else a subclass adds) given."""
+        h = _precondition(x, sigma)
         for layer, cond in zip(self.layers, self.cond):
             h = F.silu(layer(h) + cond(e))
         return self.out(h) / sigma.unsqueeze(-1)
