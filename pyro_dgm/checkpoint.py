@@ -123,12 +123,17 @@ def save_atomic(obj: dict, path) -> Path:
             raise OSError(errno.ENOSPC, f"checkpoint: no space left on the device writing {str(path)!r}; "
                           "the previous checkpoint is kept") from err
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder) -> None:
+    """fsync a folder, so that the renames into it survive a crash."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load(path, map_location=None) -> dict:

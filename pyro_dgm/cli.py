@@ -29,6 +29,7 @@ import pyro
 import torch
 
 from . import __version__, registry
+from .checkpoint import fsync_dir
 
 RUN_FILE, WEIGHTS_FILE, CKPT_FILE = "run.json", "model.pt", "checkpoint.pt"
 # A save writes the weights to WEIGHTS_TMP and the new run.json to PENDING_FILE, then renames both.
@@ -412,14 +413,6 @@ def load_run(run_dir) -> Run:
     return Run(meta, spec, dspec, module)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_synced(path: Path, data: bytes) -> None:
     """Write a new file and fsync it; a plain open, so its mode follows the umask (0644 under 022)."""
     path.unlink(missing_ok=True)
@@ -467,9 +460,9 @@ def save_run(out, state_dict: dict, meta: dict) -> dict:
         weights_tmp.unlink(missing_ok=True)
         pending.unlink(missing_ok=True)
         raise
-    _fsync_dir(out)
+    fsync_dir(out)
     os.replace(pending, out / RUN_FILE)
-    _fsync_dir(out)
+    fsync_dir(out)
     return meta
 
 
