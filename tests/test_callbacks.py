@@ -41,3 +41,22 @@ def test_callable_monitor_and_patience():
 def test_bad_monitor_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EarlyStopping(torch.zeros(2, 4), **kwargs)
+
+
+def test_nll_monitor_on_a_plain_pyro_program_with_an_autoguide():
+    import pyro.distributions as dist
+    from pyro.infer.autoguide import AutoNormal
+
+    def model(x):
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(loc, 1.0), obs=x)
+
+    pyro.clear_param_store()
+    x = 3.0 + torch.randn(200, generator=torch.Generator().manual_seed(0))
+    guide = AutoNormal(model)
+    stop = EarlyStopping(x[:50], patience=50, monitor="nll", num_particles=50, restore_best=False)
+    pyro_dgm.fit(model, guide, x, epochs=30, batch_size=50, lr=0.1, seed=0, callbacks=[stop], progress=False)
+    assert len(stop.history) == 30
+    # -log N(x; 3, 1) per point is about 1.42; the first epochs, with loc near 0, are far worse
+    assert stop.history[-1] < 1.7 < stop.history[0]
