@@ -162,3 +162,18 @@ def test_auto_device_is_cuda_when_there_is_one_else_the_cpu():
     m = ddp_worker.VAE(4, latent_dim=2, hidden=(8,))
     r = ddp_worker.pyro_dgm.fit(m.model, m.guide, x, steps=1, batch_size=8, device="auto", progress=False)
     assert r.device == resolve_device("auto") and next(m.parameters()).device.type == r.device.type
+
+
+def test_an_explicit_gpu_shared_by_several_local_ranks_is_refused(monkeypatch):
+    """A script's device="cuda:0" under torchrun --nproc_per_node 2 would put both ranks on one GPU."""
+    from pyro_dgm.training.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    with pytest.raises(ValueError, match="LOCAL_RANK=1 of 2 ranks.*CUDA_VISIBLE_DEVICES"):
+        resolve_device("cuda:0", local_rank=1, local_world_size=2)
+    assert resolve_device("cuda", local_rank=1, local_world_size=2) == torch.device("cuda", 1)
+    assert resolve_device("cuda:1", local_rank=1, local_world_size=2) == torch.device("cuda", 1)
+    assert resolve_device("cuda:3") == torch.device("cuda", 3)  # one process may take any GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # CUDA_VISIBLE_DEVICES set per rank
+    assert resolve_device("cuda:0", local_rank=1, local_world_size=2) == torch.device("cuda", 0)

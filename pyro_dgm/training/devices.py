@@ -7,12 +7,15 @@ import torch
 __all__ = ["resolve_device"]
 
 
-def resolve_device(device, local_rank: int | None = None) -> torch.device:
+def resolve_device(device, local_rank: int | None = None, local_world_size: int = 1) -> torch.device:
     """Parse ``device`` and check it exists.
 
     ``None`` is the CPU; ``"auto"`` is CUDA when a CUDA device is available,
     else the CPU. Under ``torchrun`` (``local_rank`` given) ``"auto"`` and
-    ``"cuda"`` mean this rank's own GPU, ``cuda:<local_rank>``.
+    ``"cuda"`` mean this rank's own GPU, ``cuda:<local_rank>``. With several
+    ranks on one machine that see several GPUs, an explicit ``cuda:N`` other
+    than the rank's own is refused: a script's ``device="cuda:0"`` would put
+    every rank on one GPU. Choose the GPUs with ``CUDA_VISIBLE_DEVICES``.
 
     Example::
 
@@ -32,6 +35,7 @@ def resolve_device(device, local_rank: int | None = None) -> torch.device:
             raise ValueError(f"device: {device!r} asked for CUDA, but no CUDA device is available here")
         if dev.index is None and local_rank is not None:
             dev = torch.device("cuda", local_rank)
+        _check_rank_device(dev, local_rank, local_world_size)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
                 f"device: {str(dev)!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
@@ -42,3 +46,14 @@ def resolve_device(device, local_rank: int | None = None) -> torch.device:
     elif dev.type != "cpu":
         raise ValueError(f"device: unsupported device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return dev
+
+
+def _check_rank_device(dev: torch.device, local_rank: int | None, local_world_size: int) -> None:
+    # One GPU visible per rank (CUDA_VISIBLE_DEVICES set per rank) makes cuda:0 right for every rank.
+    if local_rank is None or local_world_size <= 1 or torch.cuda.device_count() <= 1 or dev.index == local_rank:
+        return
+    raise ValueError(
+        f"device: {str(dev)!r} given to the rank with LOCAL_RANK={local_rank} of {local_world_size} ranks on "
+        f"this machine: each rank needs its own GPU. Pass device='cuda' or 'auto' (rank r trains on cuda:r), "
+        "and choose which GPUs with CUDA_VISIBLE_DEVICES"
+    )

@@ -119,7 +119,8 @@ def join(device):
     own device, ``cuda:LOCAL_RANK`` for ``"auto"`` or ``"cuda"``; else one process."""
     if not dist.is_available() or (not dist.is_initialized() and _world_from_env() <= 1):
         return OneProcess(), resolve_device(device)
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")),
+                         int(os.environ.get("LOCAL_WORLD_SIZE", _world_from_env())))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")  # torchrun's env:// settings
         atexit.register(_leave)
