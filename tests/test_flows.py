@@ -223,6 +223,19 @@ def test_iresnet_power_series_is_unbiased_against_exact_log_det():
     assert ((est.mean(0) - exact).abs() < 4 * stderr + 1e-3).all(), (est.mean(0), exact, stderr)
 
 
+@pytest.mark.parametrize("hidden", [(3,), (4, 3), (16,)])
+def test_iresnet_exact_log_det_matches_the_autograd_jacobian_through_a_narrow_last_layer(hidden):
+    """Hidden widths below dim take the w x w determinant (Sylvester's identity); (16,) the full one."""
+    t = settle(perturb(F.InvertibleResidual(7, hidden=hidden, log_det="exact").double(), 4), 7)
+    x = torch.randn(5, 7, dtype=torch.float64)
+    jac = torch.stack([torch.autograd.functional.jacobian(lambda v: v + t.g(v), row) for row in x])
+    expected = torch.linalg.slogdet(jac).logabsdet
+    got = t.exact_log_det(x.clone().requires_grad_(), create_graph=True)
+    assert expected.abs().min() > 1e-3  # not trivially 0 = 0
+    assert torch.allclose(got, expected, atol=1e-10), (got, expected)
+    assert got.requires_grad  # differentiable when asked
+
+
 def test_iresnet_fixed_point_inverse_converges_geometrically():
     torch.manual_seed(2)
     t = F.InvertibleResidual(4, hidden=(32,), coeff=0.7).double()

@@ -19,6 +19,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ...registry import register_model
 from .core import FlowModel
@@ -43,8 +44,8 @@ class InvertibleResidual(TransformModule):
         coeff: the Lipschitz bound c, in (0, 1).
         log_det: "series" (the truncated power series with Hutchinson
             traces: stochastic, cost ``num_terms`` vector-Jacobian products),
-            "exact" (``slogdet`` of the full Jacobian: cost ``dim`` backward
-            passes, for small dimensions), or "auto": series while the module
+            "exact" (``slogdet`` of the Jacobian, through the last hidden
+            width w when w < dim: see :meth:`exact_log_det`), or "auto": series while the module
             is training, exact in eval mode (so reported likelihoods are exact).
         num_terms: terms of the power series (deprecated name ``n_terms``).
         num_projections: Hutchinson probe vectors per estimate (deprecated name ``n_samples``).
@@ -131,13 +132,31 @@ class InvertibleResidual(TransformModule):
         return out if graph else out.detach()
 
     def exact_log_det(self, x, create_graph: bool = False):
-        """log|det(I + J_g(x))| from the full Jacobian, one row per output coordinate."""
+        """log|det(I + J_g(x))|, exactly.
+
+        g ends in a linear layer W (dim x w) after the hidden features h(x), so
+        J_g = c W J_h with J_h of size w x dim, and Sylvester's identity
+        det(I_dim + c W J_h) = det(I_w + c J_h W) leaves a w x w determinant
+        and w backward rows instead of dim: on 3x32x32 images with w = 128,
+        that is 24 times fewer rows and a 128^3 instead of a 3072^3 slogdet.
+        """
+        *inner, last = self.net
+        if last.in_features >= x.shape[-1]:
+            return self._jacobian_log_det(self.g, x, create_graph)
+        with parametrize.cached():  # one spectral-norm weight for h and W, as in a single pass of g
+            w = self.coeff * last.weight
+            return self._jacobian_log_det(nn.Sequential(*inner), x, create_graph, right=w)
+
+    @staticmethod
+    def _jacobian_log_det(fn, x, create_graph, right=None):
+        """log|det(I + J_fn(x) @ right)| (``right`` None: the identity), one Jacobian row per output of fn."""
         batch, d = x.shape[:-1], x.shape[-1]
-        xr = x.reshape(-1, 1, d).expand(-1, d, d)
-        gx = self.g(xr)  # (N, d, d): row i is g(x_n), used for output i
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        (jac,) = torch.autograd.grad((gx * eye).sum(), xr, create_graph=create_graph)
-        return torch.linalg.slogdet(eye + jac).logabsdet.reshape(batch)
+        rows = d if right is None else right.shape[1]
+        xr = x.reshape(-1, 1, d).expand(-1, rows, d)
+        out = fn(xr)  # (N, rows, rows): row i is fn(x_n), used for output i
+        eye = torch.eye(rows, dtype=x.dtype, device=x.device)
+        (jac,) = torch.autograd.grad((out * eye).sum(), xr, create_graph=create_graph)
+        return torch.linalg.slogdet(eye + (jac if right is None else jac @ right)).logabsdet.reshape(batch)
 
     def series_log_det(self, x, create_graph: bool = False, gx=None):
         """The truncated power series with Hutchinson traces (an unbiased estimate of the truncated sum).
