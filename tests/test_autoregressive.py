@@ -241,6 +241,24 @@ def test_made_ensemble_is_the_average_of_its_mask_sets():
     assert all(torch.allclose(lp, each[k]) for k, lp in enumerate(lps))
 
 
+@pytest.mark.parametrize("output", ["bernoulli", "logistic_mixture"])
+def test_pixelcnn_window_conditionals_equal_the_full_pass(output):
+    """Sampling computes each pixel on the (reach+1) x (2 reach+1) window it depends on: the same numbers."""
+    torch.manual_seed(0)
+    model = PixelCNN((2, 9, 11), hidden=8, num_layers=2, kernel_size=3, output=output,
+                     num_levels=None if output == "bernoulli" else 16).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # non-zero position biases, so a window misaligned with them shows
+            p.add_(0.1 * torch.randn_like(p))
+        x = torch.rand(3, 2, 9, 11).round()
+        full = model._grid(model.output.encode(x))
+        assert model.reach == 3 and model._window(8, 10) != (slice(0, 9), slice(0, 11))  # a real crop
+        for r, col in [(0, 0), (2, 5), (5, 0), (8, 10), (8, 4), (6, 7)]:
+            assert torch.allclose(model.pixel_params(x, r, col), full[:, :, r, col], atol=1e-5), (r, col)
+    s = model.sample(2)
+    assert s.shape == (2, 2, 9, 11) and torch.isfinite(model.log_prob(s)).all()
+
+
 def test_sampling_program_and_registry():
     for name in ("fvsbn", "nade", "made", "rnn"):
         module = get_model(name).build((64,), "binary")

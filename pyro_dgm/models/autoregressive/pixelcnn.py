@@ -92,12 +92,12 @@ class _ImageAutoregressive(AutoregressiveModel):
         if position_bias:
             self.bias_out = nn.Parameter(torch.zeros(c * p, h, w))
 
-    def _to_grid(self, out, rows: slice):
-        """Output maps (n, C*P, h, W) of image rows ``rows`` -> parameters (n, C, h, W, P)."""
+    def _to_grid(self, out, rows: slice, cols: slice = slice(None)):
+        """Output maps (n, C*P, h, w) of image rows ``rows`` and columns ``cols`` -> parameters (n, C, h, w, P)."""
         if self.position_bias:
-            out = out + self.bias_out[:, rows]
-        n, (c, _, w) = out.shape[0], self.event_shape
-        return out.view(n, c, self.num_params, out.shape[-2], w).permute(0, 1, 3, 4, 2)
+            out = out + self.bias_out[:, rows, cols]
+        n, c = out.shape[0], self.event_shape[0]
+        return out.view(n, c, self.num_params, *out.shape[-2:]).permute(0, 1, 3, 4, 2)
 
     def _grid(self, u):
         """Parameters on the pixel grid, (n, C, H', W, P); ``u`` may hold only the first H' rows."""
@@ -105,22 +105,6 @@ class _ImageAutoregressive(AutoregressiveModel):
 
     def forward(self, u):
         return self._grid(u).reshape(u.shape[0], self.dim, self.num_params)
-
-    def sample(self, n: int) -> torch.Tensor:
-        """Ancestral sampling in raster order; the pass for row r runs on rows 0..r only.
-
-        No layer looks down, so cropping the rows below r changes nothing: the
-        same draws as D full passes at about half the cost.
-        """
-        c, h, w = self.event_shape
-        x = torch.zeros(n, c, h, w, device=self._device())
-        with torch.no_grad():
-            for r in range(h):
-                for col in range(w):
-                    for ch in range(c):
-                        params = self._grid(self.output.encode(x[:, :, :r + 1]))[:, ch, r, col]
-                        x[:, ch, r, col] = self.output.distribution(params).sample()
-        return x
 
 
 class PixelCNN(_ImageAutoregressive):
@@ -170,13 +154,48 @@ class PixelCNN(_ImageAutoregressive):
         self.conv_in = MaskedConv2d(c, hidden, kernel_size, c, "A", padding=kernel_size // 2)
         self.layers = nn.ModuleList(MaskedConv2d(hidden, hidden, 3, c, "B", padding=1) for _ in range(num_layers))
 
-    def features(self, u):
+    @property
+    def reach(self) -> int:
+        """How many rows up, and columns either way, a conditional looks: k // 2 for the first layer, 1 per layer."""
+        return self.conv_in.kernel_size[0] // 2 + len(self.layers)
+
+    def features(self, u, window=None):
+        """Feature maps of ``u``, which holds the image's first rows, or the (rows, cols) ``window`` of it."""
+        rows, cols = window or (slice(0, u.shape[-2]), slice(None))
         h = self.conv_in(u)
         if self.position_bias:
-            h = h + self.bias_in[:, :u.shape[-2]]
+            h = h + self.bias_in[:, rows, cols]
         for layer in self.layers:
             h = h + layer(F.relu(h))
         return h
+
+    def _window(self, r: int, col: int):
+        """The rows and columns pixel (r, col)'s conditional depends on; the zero padding beyond them is never read."""
+        k = self.reach
+        return slice(max(0, r - k), r + 1), slice(max(0, col - k), min(self.event_shape[2], col + k + 1))
+
+    def pixel_params(self, x, r: int, col: int):
+        """Parameters (n, C, P) of pixel (r, col)'s conditionals, computed on its window of ``x`` only."""
+        rows, cols = self._window(r, col)
+        out = self.head(self.features(self.output.encode(x[:, :, rows, cols]), (rows, cols)))
+        return self._to_grid(out, rows, cols)[:, :, -1, col - cols.start]
+
+    def sample(self, n: int) -> torch.Tensor:
+        """Ancestral sampling in raster order, each pass on the window a pixel depends on.
+
+        No layer looks down, and a conditional reaches :attr:`reach` rows up and
+        columns either way, so the window's edges change nothing: the same
+        draws as full passes, at (reach+1)(2 reach+1) pixels a pass (a third of
+        the image at 28 x 28 with the default kernel 7 and 4 layers).
+        """
+        c, h, w = self.event_shape
+        x = torch.zeros(n, c, h, w, device=self._device())
+        with torch.no_grad():
+            for r in range(h):
+                for col in range(w):
+                    for ch in range(c):
+                        x[:, ch, r, col] = self.output.distribution(self.pixel_params(x, r, col)[:, ch]).sample()
+        return x
 
 
 def _gate(x):
