@@ -11,7 +11,7 @@
    log p(x_u | x_k) where the model has one, against the factorized baseline.
    A figure of masked inputs, completions and truth goes to docs/img/inpainting.png.
 
-Run ``python benchmarks/controlled.py`` (about 10 minutes on one core; ``--quick`` for a smoke run).
+Run ``python benchmarks/controlled.py`` (about 20 minutes on one core; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -28,26 +28,45 @@ import pyro_dgm
 from pyro_dgm.callbacks import EarlyStopping
 from pyro_dgm.data import load_digits, load_digits_labels
 from pyro_dgm.inference import Adversarial, DenoisingScoreMatching
-from pyro_dgm.inpaint import conditional_log_prob, inpaint
+from pyro_dgm.inpaint import conditional_log_prob, inpaint, inpaint_method
 from pyro_dgm.metrics import digits_classifier
 from pyro_dgm.models import MADE, VAE
 from pyro_dgm.models.conditional import (ConditionalFlow, ConditionalGAN, ConditionalGenerator, ConditionalMADE,
                                          ConditionalVAE, GuidedNCSN, ProjectionCritic, one_hot)
 from pyro_dgm.programs import sample_program
 
-# Epochs of the 1,257 training digits (batch 64 unless said); kept short for a shared 2-core machine.
-# The density models stop early on the 180 validation digits (patience 4) and keep their best epoch.
-EPOCHS = {"vae": 40, "made": 30, "flow": 40, "gan": 60, "score": 150}
+# Epochs of the 1,257 training digits (batch 64 unless said): the most a density model may train; it stops early
+# on the 180 validation digits (patience PATIENCE epochs) and keeps its best epoch.
+EPOCHS = {"vae": 200, "made": 30, "made_agnostic": 200, "flow": 100, "gan": 60, "score": 150}
+PATIENCE = {"vae": 6, "made": 4, "flow": 10}
+INPAINT_EPOCHS = {"made": 30, "vae": 40}  # the unconditional MADE and VAE of the inpainting table
+AGNOSTIC_MASKS = 8
+# The conditional VAE's latent size, chosen on the validation IWAE bound (--select-latent prints the sweep).
+VAE_LATENTS, VAE_LATENT = (4, 8, 16), 16
 PER_CLASS = 100
 DIGITS_LOG_LEVELS = 64 * math.log(17)  # dequantized data: discrete bits/dim = (nll + D log 17) / (D log 2)
 
 
-def _fit(m, guide, x, y, epochs, seed, val=None, **kw):
-    """fit on (x, y) batches; with ``val = (x_val, y_val)``, early stopping (patience 4) restores the best epoch."""
+class FreshDequantized(torch.utils.data.Dataset):
+    """(levels + u) / L with a new u ~ U[0, 1)^D at every access, and the label: a flow never sees the same
+    dequantized digit twice, so it cannot fit the noise (the fixed draw of load_digits' "continuous" it can)."""
+
+    def __init__(self, levels, y, num_levels=17):
+        self.levels, self.y, self.num_levels = levels, y, num_levels
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return (self.levels[i] + torch.rand(self.levels.shape[1:])) / self.num_levels, self.y[i]
+
+
+def _fit(m, guide, data, epochs, seed, val=None, patience=4, monitor="nll", **kw):
+    """fit on (x, y) batches; with ``val = (x_val, y_val)``, early stopping on the validation NLL (the IWAE bound
+    with a guide) restores the best epoch."""
     t = time.perf_counter()
-    callbacks = [EarlyStopping(val, patience=4)] if val is not None else []
-    pyro_dgm.fit(m.model, guide, TensorDataset(x, y), epochs=epochs, seed=seed, progress=False, callbacks=callbacks,
-                 **kw)
+    callbacks = [EarlyStopping(val, patience=patience, monitor=monitor, num_particles=64)] if val is not None else []
+    pyro_dgm.fit(m.model, guide, data, epochs=epochs, seed=seed, progress=False, callbacks=callbacks, **kw)
     return time.perf_counter() - t
 
 
@@ -80,6 +99,33 @@ def _nlls(m, xt, yt):
     return float(cond), float(-(torch.logsumexp(per_class, 0) - math.log(10)).mean())
 
 
+def _cvae(latent_dim):
+    """The label in every decoder layer, two hidden layers each way."""
+    return ConditionalVAE(64, latent_dim=latent_dim, hidden=(256, 256), label_every_layer=True)
+
+
+def _cflow():
+    return ConditionalFlow(64, num_layers=10, hidden=(256, 256))
+
+
+# Trained on freshly dequantized digits, the learning rate decayed by 0.93 per epoch.
+FLOW_FIT = {"lr": 1e-3, "batch_size": 64, "scheduler": lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, 0.93)}
+
+
+def select_vae_latent(args):
+    """The validation IWAE bound (k=64) of the conditional VAE per latent size: VAE_LATENT is the best of these."""
+    xb, y = load_digits("train", "binary"), load_digits_labels("train")
+    val = (load_digits("val", "binary"), load_digits_labels("val"))
+    print(f"\n{'latent':>6s} {'val NLL (IWAE k=64)':>20s} {'epochs':>6s}")
+    for latent in VAE_LATENTS:
+        torch.manual_seed(args.seed)
+        m = _cvae(latent)
+        stop = EarlyStopping(val, patience=PATIENCE["vae"], monitor="nll", num_particles=64)
+        pyro_dgm.fit(m.model, m.guide, TensorDataset(xb, y), epochs=EPOCHS["vae"], lr=1e-3, batch_size=64,
+                     seed=args.seed, progress=False, callbacks=[stop])
+        print(f"{latent:6d} {stop.best:20.2f} {len(stop.history):6d}")
+
+
 def conditional_table(args):
     xb, xc, y = load_digits("train", "binary"), load_digits("train", "continuous"), load_digits_labels("train")
     xbt, xct, yt = load_digits("test", "binary"), load_digits("test", "continuous"), load_digits_labels("test")
@@ -95,20 +141,20 @@ def conditional_table(args):
     yv = load_digits_labels("val")
     val = {"binary": load_digits("val", "binary"), "continuous": load_digits("val", "continuous")}
 
-    def density_row(name, make, x, xt, guide_of, kind, fit_kw, epochs, early_stopping=True):
+    def density_row(name, make, data, xt, guide_of, kind, fit_kw, family):
         torch.manual_seed(args.seed)
         m = make()
-        secs = _fit(m, guide_of(m), x, y, epochs, args.seed, val=(val[kind], yv) if early_stopping else None, **fit_kw)
+        secs = _fit(m, guide_of(m), data(y), ep[family], args.seed, val=(val[kind], yv), patience=PATIENCE[family],
+                    **fit_kw)
         m.eval()
         acc = _accuracy(m.model)
         cond, marg = _nlls(m, xt, yt)
-        uncond = None
-        if early_stopping:
-            torch.manual_seed(args.seed)
-            u = make()  # the same network, trained with one label for all: the unconditional model
-            _fit(u, guide_of(u), x, zeros, epochs, args.seed, val=(val[kind], torch.zeros_like(yv)), **fit_kw)
-            u.eval()
-            uncond = float(-_log_p(u, xt, zeros_t).mean())
+        torch.manual_seed(args.seed)
+        u = make()  # the same network, trained with one label for all: the unconditional model
+        _fit(u, guide_of(u), data(zeros), ep[family], args.seed, val=(val[kind], torch.zeros_like(yv)),
+             patience=PATIENCE[family], **fit_kw)
+        u.eval()
+        uncond = float(-_log_p(u, xt, zeros_t).mean())
         rows.append((name, kind, acc, cond, marg, uncond, secs))
         if isinstance(m, ConditionalFlow):  # reduced-temperature draws, as Glow shows its samples
             labels = torch.arange(10).repeat_interleave(PER_CLASS)
@@ -124,27 +170,26 @@ def conditional_table(args):
 
     vae_guide = lambda m: m.guide  # noqa: E731
     no_guide = lambda m: None  # noqa: E731
-    density_row("conditional VAE (IWAE k=64)", lambda: ConditionalVAE(64, latent_dim=8, hidden=(256,)), xb, xbt,
-                vae_guide, "binary", {"lr": 1e-3, "batch_size": 64}, ep["vae"])
-    density_row("conditional MADE", lambda: ConditionalMADE(64, hidden=(500,)), xb, xbt, no_guide, "binary",
-                {"lr": 3e-3, "batch_size": 64}, ep["made"])
-    density_row("conditional flow (6 couplings)", lambda: ConditionalFlow(64, num_layers=6, hidden=(256, 256)),
-                xc, xct, no_guide, "continuous", {"lr": 1e-3, "batch_size": 64}, ep["flow"])
-    density_row("  same, 60 epochs, no early stopping", lambda: ConditionalFlow(64, num_layers=6, hidden=(256, 256)),
-                xc, xct, no_guide, "continuous", {"lr": 1e-3, "batch_size": 64}, max(1, int(60 * scale)),
-                early_stopping=False)
+    binary = lambda labels: TensorDataset(xb, labels)  # noqa: E731
+    levels = load_digits("train", "levels")
+    fresh = lambda labels: FreshDequantized(levels, labels)  # noqa: E731
+    density_row(f"conditional VAE (IWAE k=64), latent {VAE_LATENT}", lambda: _cvae(VAE_LATENT), binary, xbt,
+                vae_guide, "binary", {"lr": 1e-3, "batch_size": 64}, "vae")
+    density_row("conditional MADE", lambda: ConditionalMADE(64, hidden=(500,)), binary, xbt, no_guide, "binary",
+                {"lr": 3e-3, "batch_size": 64}, "made")
+    density_row("conditional flow (10 couplings)", _cflow, fresh, xct, no_guide, "continuous", FLOW_FIT, "flow")
 
     torch.manual_seed(args.seed)
     gan = ConditionalGAN(ConditionalGenerator(64, latent_dim=16, hidden=(256, 256)), ProjectionCritic(64))
     betas = {"generator": {"betas": (0.5, 0.999)}, "critic": {"betas": (0.5, 0.999)}}
-    secs = _fit(gan, None, xc, y, ep["gan"], args.seed, objective=Adversarial(gan.critic, loss="hinge"),
+    secs = _fit(gan, None, TensorDataset(xc, y), ep["gan"], args.seed, objective=Adversarial(gan.critic, loss="hinge"),
                 lr={"generator": 2e-4, "critic": 2e-4}, optimizer_kwargs=betas, batch_size=64)
     rows.append(("conditional GAN (projection critic)", "continuous", _accuracy(gan.model), None, None,
                  None, secs))
 
     torch.manual_seed(args.seed)
     score = GuidedNCSN(64, guidance=args.guidance)
-    secs = _fit(score, None, xc, y, ep["score"], args.seed, objective=DenoisingScoreMatching(), lr=1e-3,
+    secs = _fit(score, None, TensorDataset(xc, y), ep["score"], args.seed, objective=DenoisingScoreMatching(), lr=1e-3,
                 batch_size=128)
     score.eval()
     rows.append((f"score model, classifier-free guidance w={args.guidance:g}", "continuous",
@@ -177,24 +222,38 @@ def inpainting_table(args):
     scale = 0.05 if args.quick else 1.0
     torch.manual_seed(args.seed)
     made = MADE(64, hidden=(500,))
-    pyro_dgm.fit(made.model, None, x, epochs=max(1, int(EPOCHS["made"] * scale)), lr=3e-3, batch_size=64,
+    pyro_dgm.fit(made.model, None, x, epochs=max(1, int(INPAINT_EPOCHS["made"] * scale)), lr=3e-3, batch_size=64,
                  seed=args.seed, progress=False)
     torch.manual_seed(args.seed)
+    # A new ordering and connectivity per step; early-stopped on the validation NLL of its 8-ordering ensemble.
+    agnostic = MADE(64, hidden=(500,), num_masks=AGNOSTIC_MASKS, order="agnostic")
+    stop = EarlyStopping(load_digits("val", "binary"), patience=10, monitor="nll")
+    t = time.perf_counter()
+    pyro_dgm.fit(agnostic.model, None, x, epochs=max(1, int(EPOCHS["made_agnostic"] * scale)), lr=3e-3,
+                 batch_size=64, seed=args.seed, progress=False, callbacks=[stop])
+    agnostic_secs, agnostic_epochs = time.perf_counter() - t, len(stop.history)
+    torch.manual_seed(args.seed)
     vae = VAE(64, latent_dim=8, hidden=(256,))
-    pyro_dgm.fit(vae.model, vae.guide, x, epochs=max(1, int(EPOCHS["vae"] * scale)), lr=1e-3, batch_size=64,
+    pyro_dgm.fit(vae.model, vae.guide, x, epochs=max(1, int(INPAINT_EPOCHS["vae"] * scale)), lr=1e-3, batch_size=64,
                  seed=args.seed, progress=False)
-    made.eval(), vae.eval()
+    made.eval(), agnostic.eval(), vae.eval()
+    with torch.no_grad():
+        print(f"\ntest NLL (nats): MADE raster order {float(-made.log_prob(xt).mean()):.2f}; MADE order-agnostic "
+              f"(ensemble of {AGNOSTIC_MASKS}) {float(-agnostic.log_prob(xt).mean()):.2f}, trained "
+              f"{agnostic_epochs} epochs in {agnostic_secs:.0f} s")
     p = x.mean(0).clamp(1e-3, 1 - 1e-3)
     s = 10
     shown = {}
-    print(f"\n{'mask':20s} {'model':28s} {'acc/draw':>9s} {'acc/vote':>9s} {'NLL hidden':>10s} {'secs':>6s}")
+    print(f"\n{'mask':20s} {'model':28s} {'route':10s} {'acc/draw':>9s} {'acc/vote':>9s} {'NLL hidden':>10s}"
+          f" {'secs':>6s}")
     for mask_name, mask in _masks(len(xt), args.seed).items():
         hidden = ~mask
         base_draws = torch.bernoulli(p.expand(s, *xt.shape))
         nll_base = -(torch.distributions.Bernoulli(p).log_prob(xt) * hidden).sum(-1).mean()
-        results = [("factorized baseline", torch.where(mask, xt, base_draws), float(nll_base), 0.0)]
-        for name, model, guide in (("MADE (raster order)", made.model, None), ("VAE (guide + resampling)",
-                                                                               vae.model, vae.guide)):
+        results = [("factorized baseline", "-", torch.where(mask, xt, base_draws), float(nll_base), 0.0)]
+        for name, model, guide in (("MADE (raster order)", made.model, None),
+                                   ("MADE (order-agnostic)", agnostic.model, None),
+                                   ("VAE (guide + resampling)", vae.model, vae.guide)):
             t = time.perf_counter()
             draws = inpaint(model, xt, mask, num_samples=s, guide=guide, num_steps=10, seed=args.seed)
             secs = time.perf_counter() - t
@@ -202,17 +261,19 @@ def inpainting_table(args):
                 nll = float(-conditional_log_prob(model, xt, mask, guide=guide, num_particles=256).mean())
             except ValueError:  # Gibbs route: no exact conditional density
                 nll = None
-            results.append((name, draws, nll, secs))
-        for name, draws, nll, secs in results:
+            results.append((name, inpaint_method(model, xt, mask, guide=guide), draws, nll, secs))
+        for name, route, draws, nll, secs in results:
             per_draw = float(((draws == xt) | mask).float().sub(mask.float()).sum() / (hidden.sum() * s))
             vote = (draws.mean(0) > 0.5).float()
             per_vote = float(((vote == xt) & hidden).sum() / hidden.sum())
             shown_nll = f"{nll:10.2f}" if nll is not None else f"{'-':>10s}"
-            print(f"{mask_name:20s} {name:28s} {per_draw:9.3f} {per_vote:9.3f} {shown_nll} {secs:6.1f}")
+            print(f"{mask_name:20s} {name:28s} {route:10s} {per_draw:9.3f} {per_vote:9.3f} {shown_nll} {secs:6.1f}")
             shown[(mask_name, name)] = draws
     print("accuracy over hidden pixels; NLL hidden = -log p(x_u | x_k) in nats per digit (exact for MADE with the "
-          "known half first, importance-weighted with 256 guide particles for the VAE). MADE completes the bottom "
-          "half exactly (ancestral) and the random mask by 10 Gibbs sweeps of its exact density.")
+          "known pixels first, importance-weighted with 256 guide particles for the VAE). The raster MADE completes "
+          "the bottom half exactly (ancestral) and the random mask by 10 Gibbs sweeps of its exact density; the "
+          "order-agnostic MADE completes both exactly, each ordering of its ensemble with the row's known pixels "
+          "moved first (MADE.walk: one O(hidden) step per pixel).")
     _figure(xt, _masks(len(xt), args.seed), shown, Path(args.figure))
 
 
@@ -222,13 +283,15 @@ def _figure(xt, masks, shown, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols, models = 8, ("MADE (raster order)", "VAE (guide + resampling)")
-    fig, axes = plt.subplots(len(masks) * 6, cols, figsize=(cols * 0.9, len(masks) * 6 * 0.95))
+    cols = 8
+    models = {"MADE (raster order)": "MADE", "MADE (order-agnostic)": "MADE o-a", "VAE (guide + resampling)": "VAE"}
+    per_mask = 2 + 2 * len(models)
+    fig, axes = plt.subplots(len(masks) * per_mask, cols, figsize=(cols * 0.9, len(masks) * per_mask * 0.95))
     r = 0
     for mask_name, mask in masks.items():
         rows = [("masked", torch.where(mask, xt, 0.5))]
-        for name in models:
-            rows += [(f"{name.split(' ')[0]} #{i + 1}", shown[(mask_name, name)][i]) for i in range(2)]
+        for name, short in models.items():
+            rows += [(f"{short} #{i + 1}", shown[(mask_name, name)][i]) for i in range(2)]
         rows.append(("truth", xt))
         for label, images in rows:
             for c in range(cols):
@@ -251,8 +314,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few epochs, 40 test digits (a smoke run)")
     parser.add_argument("--only", choices=("conditional", "inpainting"), default=None)
     parser.add_argument("--figure", default="docs/img/inpainting.png")
+    parser.add_argument("--select-latent", action="store_true", help="print the conditional VAE's validation bound "
+                        "per latent size (how VAE_LATENT was chosen) and stop")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.select_latent:
+        return select_vae_latent(args)
     if args.only != "inpainting":
         conditional_table(args)
     if args.only != "conditional":

@@ -6,7 +6,11 @@
   pixel before every unknown one (raster models with a bottom-half mask) is
   sampled exactly, dimension by dimension; for a MADE ensemble
   :math:`p(x) = \\frac1K \\sum_k p(x \\mid M_k)` the mask set is drawn from its
-  posterior :math:`w_k \\propto p(x_k \\mid M_k)` first.
+  posterior :math:`w_k \\propto p(x_k \\mid M_k)` first. A MADE trained
+  order-agnostically (``MADE(order="agnostic")``) takes this route for any
+  mask: each row's known pixels are moved to the front of each ordering
+  (:meth:`~pyro_dgm.models.MADE.known_first`), then the unknown ones are drawn
+  one at a time (:meth:`~pyro_dgm.models.MADE.walk`).
 * ``"gibbs"``: any other exact density over a discrete support (binary or
   integer levels), by systematic-scan Gibbs sweeps over the unknown pixels,
   each conditional computed from ``log_prob`` at every value of the support.
@@ -140,7 +144,7 @@ def _route(model, trace, node, mask, guide, site):
     if not callable(getattr(fn, "log_prob", None)):
         raise ValueError(f"model: site {site!r} holds a {type(fn).__name__}, with neither log_prob nor score")
     module = _autoregressive_module(model, fn)
-    if module is not None and _is_prefix(module, mask):
+    if module is not None and (_agnostic(module) or _is_prefix(module, mask)):
         return "ancestral"
     return "gibbs" if _discrete_values(fn.support) is not None else "langevin"
 
@@ -234,15 +238,25 @@ def _run_ar(module, u, k, args):
     return module(u, k, *args) if hasattr(module, "orders") else module(u, *args)
 
 
-def _mask_set_weights(module, x, known, args):
-    """Per row, :math:`\\log p(x_k \\mid M_k)` for every mask set (known pixels first, so this is exact)."""
-    out = module.output
-    rows = []
+def _take(args, rows):
+    return tuple(a[rows] if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+
+
+def _agnostic(module):
+    return getattr(module, "agnostic", False)
+
+
+def _pixel_log_probs(module, x, known, args):
+    """``(K, n, D)``: per mask set k, each pixel's log density under its conditional, along ordering k (for an
+    order-agnostic MADE, each row's ordering k with its known pixels first, :meth:`~pyro_dgm.models.MADE.walk`)."""
+    out, flat = module.output, x.reshape(x.shape[0], -1)
+    per_set = []
     for k in range(len(_orders(module))):
-        params = _run_ar(module, out.encode(x), k, args)
-        lp = out.distribution(params).log_prob(x.reshape(x.shape[0], -1))
-        rows.append((lp * known).sum(-1))
-    return torch.stack(rows, -1)
+        if _agnostic(module):
+            per_set.append(module.walk(x, known, k, *args, draw=False)[1])
+        else:
+            per_set.append(out.distribution(_run_ar(module, out.encode(x), k, args)).log_prob(flat))
+    return torch.stack(per_set)
 
 
 @torch.no_grad()
@@ -250,21 +264,23 @@ def _ancestral(model, x, mask, args, **_):
     module = module_of(model)
     flat, known = x.reshape(x.shape[0], -1).clone(), mask.reshape(x.shape[0], -1)
     flat[~known] = 0.0
-    shape = x.shape
-    which = torch.distributions.Categorical(logits=_mask_set_weights(module, flat.view(shape), known, args)).sample()
+    # The mask set's posterior given the known pixels, w_k ∝ p(x_k | M_k) (exact: they come first).
+    logw = (_pixel_log_probs(module, flat.view(x.shape), known, args) * known).sum(-1).T
+    which = torch.distributions.Categorical(logits=logw).sample()
     for k in which.unique().tolist():
         rows = which == k
-        part, part_known = flat[rows], known[rows]
-        part_args = tuple(a[rows] if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+        part, part_known, part_args = flat[rows], known[rows], _take(args, rows)
+        if _agnostic(module):
+            flat[rows] = module.walk(part, part_known, k, *part_args)[0]
+            continue
         for j in _orders(module)[k].tolist():
             hidden = ~part_known[:, j]
             if not bool(hidden.any()):
                 continue
-            params = _run_ar(module, module.output.encode(part.view(-1, *shape[1:])), k, part_args)[:, j]
-            value = module.output.distribution(params).sample()
-            part[:, j] = torch.where(hidden, value, part[:, j])
+            params = _run_ar(module, module.output.encode(part.view(-1, *x.shape[1:])), k, part_args)[:, j]
+            part[:, j] = torch.where(hidden, module.output.distribution(params).sample(), part[:, j])
         flat[rows] = part
-    return flat.view(shape)
+    return flat.view(x.shape)
 
 
 def _log_prob_fn(model, site, args, n_args):
@@ -453,7 +469,8 @@ def conditional_log_prob(model, x, mask, guide=None, *, args=(), site: str = "x"
 
     Exact for an autoregressive model whose ordering puts the known pixels
     first (the MADE ensemble: :math:`\\log \\sum_k w_k\\, p(x_u \\mid x_k, M_k)` with the
-    posterior weights :math:`w_k`); for a model with latents and a guide, the
+    posterior weights :math:`w_k`; an order-agnostic MADE, any mask, with each
+    ordering's known pixels moved to the front); for a model with latents and a guide, the
     importance estimate :math:`\\log \\hat p(x) - \\log \\hat p(x_k)` with one set of
     ``num_particles`` particles drawn from the guide on the full ``x``.
     Any other model: a ValueError.
@@ -465,11 +482,9 @@ def conditional_log_prob(model, x, mask, guide=None, *, args=(), site: str = "x"
         trace, node = _site_of(model, x, args, site)
         route = _route(model, trace, node, mask, guide, site)
         if route == "ancestral":
-            module = module_of(model)
             known = mask.reshape(x.shape[0], -1)
-            everything = _mask_set_weights(module, x, torch.ones_like(known), args)
-            prefix = _mask_set_weights(module, x, known, args)
-            return torch.logsumexp(everything, -1) - torch.logsumexp(prefix, -1)
+            lp = _pixel_log_probs(module_of(model), x, known, args)
+            return torch.logsumexp(lp.sum(-1), 0) - torch.logsumexp((lp * known).sum(-1), 0)
         if route == "importance":
             count("num_particles", num_particles)
             guide_trace, logw_full = _weighted_particles(model, guide, x, torch.ones_like(mask), args, site,

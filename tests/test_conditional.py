@@ -92,6 +92,7 @@ def digits():
 
 @pytest.mark.parametrize("make, kind, guide, margin", [
     (lambda: ConditionalVAE(64, latent_dim=4, hidden=(64,)), "binary", True, 2.0),
+    (lambda: ConditionalVAE(64, latent_dim=4, hidden=(64, 64), label_every_layer=True), "binary", True, 2.0),
     (lambda: ConditionalMADE(64, hidden=(128,)), "binary", False, 2.0),
     (lambda: ConditionalFlow(64, num_layers=4, hidden=(64,)), "continuous", False, 1.0),
 ])
@@ -109,6 +110,24 @@ def test_conditional_densities_prefer_the_true_label(digits, make, kind, guide, 
     assert wrong_nll - right_nll > margin, (right_nll, wrong_nll)
     samples = sample_program(m.model, 5, args=(torch.arange(5),))
     assert samples.shape == (5, 64)
+
+
+def test_label_every_layer_reaches_the_decoder_s_output_through_each_layer():
+    m = ConditionalVAE(5, num_classes=3, latent_dim=2, hidden=(8, 8), label_every_layer=True)
+    z, ys = torch.randn(4, 2), (torch.zeros(4, dtype=torch.long), torch.full((4,), 2))
+
+    def gap():
+        with torch.no_grad():
+            a, b = (m.likelihood_dist(z, torch.nn.functional.one_hot(y, 3).float()).mean for y in ys)
+        return float((a - b).abs().max())
+
+    layers = m.decoder.layers
+    assert len(layers) == 3 and all(layer.in_features == width + 3 for layer, width in zip(layers, (2, 8, 8)))
+    for layer in layers:  # take away the label's columns one layer at a time: the others still carry it
+        assert gap() > 1e-4
+        with torch.no_grad():
+            layer.weight[:, -3:] = 0.0
+    assert gap() == 0.0
 
 
 def test_projection_critic_gets_the_labels_and_the_gan_trains(digits):
@@ -162,3 +181,26 @@ def test_inpaint_passes_the_label_to_a_conditional_made():
         m.label_out.weight.copy_(torch.tensor([[-30.0, 30.0]]).expand(6, 2))  # y decides every pixel
     out = inpaint(m.model, x, mask, num_samples=3, args=(y,))
     assert bool((out[:, 0, 3:] == 0).all()) and bool((out[:, 1, 3:] == 1).all())
+
+
+def test_an_order_agnostic_conditional_made_completes_a_scattered_mask_ancestrally_with_its_label():
+    m = ConditionalMADE(6, num_classes=2, hidden=(8,), num_masks=2, order="agnostic")
+    x, mask, y = torch.ones(2, 6), torch.tensor([False, True, False, True, False, True]), torch.tensor([0, 1])
+    assert inpaint_method(m.model, x, mask, args=(y,)) == "ancestral"
+    with torch.no_grad():
+        m.label_out.weight.copy_(torch.tensor([[-30.0, 30.0]]).expand(6, 2))
+    out = inpaint(m.model, x, mask, num_samples=3, args=(y,))
+    assert bool((out[:, :, mask] == 1).all())
+    assert bool((out[:, 0, ~mask] == 0).all()) and bool((out[:, 1, ~mask] == 1).all())
+    with torch.no_grad():  # walking pixel by pixel, the label's two paths count as in one full masked pass
+        for p in m.parameters():
+            p.normal_()
+        xs = torch.bernoulli(torch.full((2, 6), 0.5))
+        for k in range(2):
+            order = m.known_first(mask.expand(1, -1), k)[0]
+            full = m.log_prob_under(xs, m.masks_along(order, k), y)
+            assert torch.allclose(m.walk(xs, mask.expand(2, -1), k, y, draw=False)[1].sum(-1), full, atol=1e-5)
+    m.train()
+    r = pyro_dgm.fit(m.model, None, TensorDataset(torch.bernoulli(torch.full((8, 6), 0.5)), y.repeat(4)), steps=2,
+                     progress=False)
+    assert len(r.losses["model"]) == 2

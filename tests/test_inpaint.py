@@ -1,12 +1,15 @@
 """inpaint against conditionals known in closed form: a Gaussian's, and a small binary model's by enumeration."""
 
 import itertools
+import math
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.distributions.transforms import LowerCholeskyAffine
+
+import pyro_dgm
 
 from pyro_dgm.distributions import ScoreField
 from pyro_dgm.inpaint import MaskedObservation, conditional_log_prob, inpaint, inpaint_method
@@ -75,6 +78,57 @@ def test_made_ensemble_samples_its_mixture_conditional_and_scores_it_exactly():
         full = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0, 1.0]])
         want = torch.tensor(exact[(1.0, 0.0, 1.0)]).log()
         assert float(conditional_log_prob(m.model, full, mask)) == pytest.approx(float(want), abs=1e-4)
+
+
+def _mixture_of_known_first_models(m, mask):
+    """log p(x) over STATES of (1/K) sum_k p(x | ordering k with the known pixels first): full masked passes."""
+    lps = []
+    for k in range(m.num_masks):
+        order = m.known_first(mask.expand(1, -1), k)[0]
+        assert mask[order[:int(mask.sum())]].all()  # the known pixels come first
+        lps.append(m.log_prob_under(STATES, m.masks_along(order, k)))
+        # MADE.walk, pixel by pixel, gives the same conditionals as the full pass
+        walked = m.walk(STATES, mask.expand(len(STATES), -1), k, draw=False)[1].sum(-1)
+        assert torch.allclose(walked, lps[-1], atol=1e-5)
+    return torch.logsumexp(torch.stack(lps), 0) - math.log(m.num_masks)
+
+
+def test_order_agnostic_made_completes_any_mask_exactly_along_orderings_with_the_known_pixels_first():
+    """A non-prefix mask: ancestral sampling (not Gibbs) from the mixture over its three reordered mask sets."""
+    m = MADE(D, hidden=(16,), num_masks=3, order="agnostic")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # moderate weights: a spread-out conditional, so a wrong one shows
+        for p in m.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    mask = torch.tensor([False, True, False, True, True, False])
+    x = torch.tensor([[0.0, 1.0, 1.0, 0.0, 1.0, 0.0]])
+    assert inpaint_method(m.model, x, mask) == "ancestral"
+    out = inpaint(m.model, x, mask, num_samples=4000, seed=0)
+    assert torch.equal(out[:, 0][:, mask], x[:, mask].expand(4000, -1))
+    m.eval()
+    with torch.no_grad():
+        joint = _mixture_of_known_first_models(m, mask)
+        assert float(joint.exp().sum()) == pytest.approx(1.0, abs=1e-5)  # a normalized autoregressive model
+        exact = _exact_conditional(lambda s: joint[(s * 2 ** torch.arange(D - 1, -1, -1)).sum(-1).long()], x[0], mask)
+        assert _tv(out[:, 0], exact, mask) < TV_BOUND
+        # The ensemble's own conditional (orderings not moved) is another one; the bound tells them apart.
+        assert _tv(out[:, 0], _exact_conditional(m.log_prob, x[0], mask), mask) > 2 * TV_BOUND
+        full = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]])
+        want = torch.tensor(exact[(1.0, 0.0, 1.0)]).log()
+        assert float(conditional_log_prob(m.model, full, mask)) == pytest.approx(float(want), abs=1e-4)
+
+
+def test_order_agnostic_training_draws_new_masks_per_step_and_scores_the_stored_ensemble():
+    m = MADE(D, hidden=(16,), num_masks=2, order="agnostic")
+    x = torch.bernoulli(torch.full((8, D), 0.5))
+    torch.manual_seed(0)
+    first, second = m.training_masks(), m.training_masks()
+    assert not torch.equal(first[0], second[0])
+    m.eval()
+    assert m.training_masks() is None
+    assert torch.allclose(m.distribution(8).log_prob(x), m.log_prob(x))
+    r = pyro_dgm.fit(m.model, None, x, steps=3, progress=False, seed=0)
+    assert len(r.losses["model"]) == 3 and m.mask_index == 0
 
 
 # -- a Gaussian ---------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...distributions.autoregressive import AutoregressiveDistribution
-from .base import AutoregressiveModel, check_order
+from .base import AutoregressiveModel, check_order, inverse_order
 from ...checks import count, widths
 
 __all__ = ["MADE", "made_degrees"]
 
 CONNECTIVITY = ("random", "sequential")
+ORDERS = ("natural", "random", "agnostic")
 
 
 def made_degrees(order: torch.Tensor, hidden, connectivity: str, generator: torch.Generator):
@@ -78,14 +79,22 @@ class MADE(AutoregressiveModel):
 
     a uniform mixture, sampled by drawing k then ancestrally along ordering k.
 
+    With ``order="agnostic"`` every training call draws a new ordering and, with
+    random connectivity, new hidden degrees (Germain et al.'s order-agnostic
+    training, after Uria et al., 2014), so the network learns the conditionals
+    of every ordering; the K stored mask sets are the test-time ensemble, and
+    :func:`pyro_dgm.inpaint` completes any mask exactly by moving each row's
+    known pixels to the front of each ordering (:meth:`known_first`, :meth:`walk`).
+
     Args:
         event_shape: the shape of one example (flattened in C order).
         hidden: widths of the hidden layers (one or more).
         num_masks: K.
         order: "natural" or None (0..D-1 for every mask set), "random" (a new
-            ordering per mask set, drawn with ``seed``: order-agnostic training;
-            with ``num_masks=1`` this is the paper's single random ordering) or a
-            permutation used by all. The default keeps the raster order, which
+            ordering per mask set, drawn with ``seed``: training over K orderings;
+            with ``num_masks=1`` this is the paper's single random ordering),
+            "agnostic" (a new ordering per training call, K random ones stored
+            for evaluation) or a permutation used by all. The default keeps the raster order, which
             ``inpaint`` uses for an exact bottom-half completion; the benchmark
             (``benchmarks/quality_autoregressive.py``) reports both single-ordering choices.
         connectivity: "random" (degrees drawn per mask set) or "sequential".
@@ -111,15 +120,20 @@ class MADE(AutoregressiveModel):
         count("num_masks", num_masks)
         if connectivity not in CONNECTIVITY:
             raise ValueError(f"connectivity: expected one of {CONNECTIVITY}, got {connectivity!r}")
-        if isinstance(order, str) and order not in ("natural", "random"):
-            raise ValueError(f"order: expected 'natural' (or None), 'random' or a permutation, got {order!r}")
-        order = None if order == "natural" else order
+        if isinstance(order, str) and order not in ORDERS:
+            raise ValueError(f"order: expected 'natural' (or None), 'random', 'agnostic' or a permutation, "
+                             f"got {order!r}")
+        self.agnostic = order == "agnostic"
+        self.hidden, self.connectivity = hidden, connectivity
         g = torch.Generator().manual_seed(int(seed))
-        orders, masks = [], []
+        orders, masks, degrees = [], [], []
+        random = order in ("random", "agnostic")
         for _ in range(num_masks):
-            o = torch.randperm(self.dim, generator=g) if order == "random" else check_order(order, self.dim)
+            o = torch.randperm(self.dim, generator=g) if random else check_order(
+                None if order == "natural" else order, self.dim)
             orders.append(o)
-            masks.append(made_masks(made_degrees(o, hidden, connectivity, g), self.num_params))
+            degrees.append(made_degrees(o, hidden, connectivity, g))
+            masks.append(made_masks(degrees[-1], self.num_params))
         self.num_masks = num_masks
         # A buffer, so checkpoints carry which mask set trains next.
         self.register_buffer("_mask_index", torch.zeros((), dtype=torch.long))
@@ -128,6 +142,9 @@ class MADE(AutoregressiveModel):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         for l in range(len(self.layers)):
             self.register_buffer(f"masks_{l}", torch.stack([m[l] for m in masks]))
+        # The hidden degrees, for known_first; not saved (seed rebuilds them), so older checkpoints still load.
+        for l in range(1, len(self.layers)):
+            self.register_buffer(f"degrees_{l}", torch.stack([m[l] for m in degrees]), persistent=False)
 
     @property
     def mask_index(self) -> int:
@@ -143,14 +160,93 @@ class MADE(AutoregressiveModel):
         """The ordering of the current mask set."""
         return self.orders[self.mask_index]
 
-    def forward(self, u, mask: int | None = None):
-        k = self.mask_index if mask is None else mask
+    def forward(self, u, mask=None, *args):
+        """The conditionals' parameters ``(n, D, P)`` under mask set ``mask`` (an index, default the
+        current one, or the masks themselves, as :meth:`fresh_masks` and :meth:`masks_along` give them)."""
+        first, last = self.extra_inputs(*args)
         n, h = u.shape[0], u.reshape(u.shape[0], -1)
-        for l, layer in enumerate(self.layers):
+        for l, (layer, m) in enumerate(zip(self.layers, self.masks_of(mask))):
             if l:
                 h = F.relu(h)
-            h = F.linear(h, layer.weight * getattr(self, f"masks_{l}")[k], layer.bias)
-        return h.view(n, self.dim, self.num_params)
+            h = F.linear(h, layer.weight * m, layer.bias) + (first if l == 0 else 0.0)
+        return (h + last).view(n, self.dim, self.num_params)
+
+    def extra_inputs(self, *args):
+        """What further inputs (a label) add to the first hidden layer and to the output: none here."""
+        return 0.0, 0.0
+
+    def masks_of(self, mask=None) -> list:
+        """The per-layer masks of mask set ``mask`` (an index or None: the current one); a list passes through."""
+        if isinstance(mask, (list, tuple)):
+            return list(mask)
+        k = self.mask_index if mask is None else mask
+        return [getattr(self, f"masks_{l}")[k] for l in range(len(self.layers))]
+
+    def fresh_masks(self) -> list:
+        """A new random ordering and connectivity (torch's random stream): one order-agnostic training step's."""
+        order = torch.randperm(self.dim)
+        masks = made_masks(made_degrees(order, self.hidden, self.connectivity, None), self.num_params)
+        return [m.to(self.masks_0) for m in masks]
+
+    def known_first(self, known: torch.Tensor, k: int) -> torch.Tensor:
+        """Per row, ordering k with the row's known pixels moved to the front: ``(n, D)``.
+
+        The moves are stable (the known pixels, then the unknown ones, each in
+        ordering k's order). With mask set k's hidden degrees this is another
+        ordering of the same network, which order-agnostic training has taught.
+
+        Args:
+            known: bool ``(n, *event_shape)``, True where a pixel is known.
+        """
+        known = known.reshape(known.shape[0], self.dim)
+        return torch.argsort((~known).long() * self.dim + inverse_order(self.orders[k]).to(known.device), dim=-1)
+
+    def masks_along(self, order: torch.Tensor, k: int) -> list:
+        """The masks of ordering ``order`` (one permutation) with mask set k's hidden degrees, for :meth:`forward`."""
+        degrees = [inverse_order(order) + 1] + [getattr(self, f"degrees_{l}")[k] for l in range(1, len(self.layers))]
+        return [m.to(self.masks_0) for m in made_masks(degrees, self.num_params)]
+
+    @torch.no_grad()
+    def walk(self, x: torch.Tensor, known: torch.Tensor, k: int, *args, draw: bool = True):
+        """Go through each row's :meth:`known_first` ordering under mask set k, one pixel at a time.
+
+        Returns ``(values, log_probs)``, both ``(n, D)``: the pixels (the unknown
+        ones drawn from their conditionals if ``draw``, else ``x``'s) and the log
+        density of each under its conditional, so with the known pixels first
+        :math:`\\log p(x_u \\mid x_k)` is the sum over the unknown ones, exactly.
+
+        Written by hand, as NADE samples: the first layer's pre-activations take
+        each pixel's column once the pixel is set, for the hidden units whose
+        degree reaches its position, so a step costs O(H) per row and rows with
+        different orderings share every matrix product (per-row masks would
+        cost a (rows, H, D) product per step).
+        """
+        n, d, p = x.shape[0], self.dim, self.num_params
+        values, known = x.reshape(n, d).clone(), known.reshape(n, d)
+        orders, rows = self.known_first(known, k), torch.arange(n, device=x.device)
+        first, last = self.extra_inputs(*args)
+        deepest = len(self.layers) - 1
+        degree_in, degree_out = self.degrees_1[k], getattr(self, f"degrees_{deepest}")[k]
+        out = self.layers[-1]
+        w_out, b_out = out.weight.view(d, p, -1), out.bias.view(d, p)
+        last = torch.as_tensor(last, dtype=x.dtype, device=x.device).expand(n, d * p).reshape(n, d, p)
+        pre = (self.layers[0].bias + first).expand(n, -1).clone()
+        log_probs = torch.zeros(n, d, dtype=x.dtype, device=x.device)
+        for t in range(d):
+            j = orders[:, t]  # each row's pixel at position t + 1 (degree t + 1)
+            h = F.relu(pre)
+            for l in range(1, deepest):
+                h = F.relu(F.linear(h, self.layers[l].weight * getattr(self, f"masks_{l}")[k], self.layers[l].bias))
+            h = h * (degree_out <= t)  # the output of degree t + 1 sees hidden units of degree <= t
+            params = torch.einsum("nph,nh->np", w_out[j], h) + b_out[j] + last[rows, j]
+            conditional = self.output.distribution(params)
+            if draw:
+                values[rows, j] = torch.where(known[rows, j], values[rows, j], conditional.sample())
+            log_probs[rows, j] = conditional.log_prob(values[rows, j])
+            # Hidden units of degree >= t + 1 see this pixel from now on.
+            seen = self.output.encode(values[rows, j]).unsqueeze(-1) * self.layers[0].weight[:, j].T
+            pre += seen * (degree_in > t)
+        return values.view(x.shape), log_probs
 
     def use_mask(self, k: int) -> "MADE":
         """Make mask set k the current one (``conditionals``, ``ordering``, training)."""
@@ -159,8 +255,8 @@ class MADE(AutoregressiveModel):
         self.mask_index = k
         return self
 
-    def log_prob_under(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """:math:`\\log p(x \\mid M_k)`, the density of mask set k alone, shape ``(n,)``."""
+    def log_prob_under(self, x: torch.Tensor, k) -> torch.Tensor:
+        """:math:`\\log p(x \\mid M_k)`, the density of mask set k alone (an index or its masks), shape ``(n,)``."""
         params = self(self.output.encode(x), k)
         return self.output.distribution(params).log_prob(x.reshape(x.shape[0], -1)).sum(-1)
 
@@ -182,10 +278,21 @@ class MADE(AutoregressiveModel):
             self.mask_index = current
         return x
 
+    def training_masks(self):
+        """The masks of this training call: fresh ones (order-agnostic), the next of K > 1 sets, or None
+        (eval mode, or one mask set: the ensemble's density)."""
+        if not self.training:
+            return None
+        if self.agnostic:
+            return self.fresh_masks()
+        if self.num_masks == 1:
+            return None
+        k = self.mask_index
+        self.mask_index = (k + 1) % self.num_masks
+        return k
+
     def distribution(self, n: int) -> AutoregressiveDistribution:
-        """In training mode with K > 1: the next mask set's density; otherwise the ensemble's."""
-        log_prob = self.log_prob
-        if self.training and self.num_masks > 1:
-            log_prob = functools.partial(self.log_prob_under, k=self.mask_index)
-            self.mask_index = (self.mask_index + 1) % self.num_masks
+        """In training mode: :meth:`training_masks`' density; otherwise the ensemble's."""
+        masks = self.training_masks()
+        log_prob = self.log_prob if masks is None else functools.partial(self.log_prob_under, k=masks)
         return AutoregressiveDistribution(log_prob, self.sample, self.event_shape, (n,), self.output.support)
