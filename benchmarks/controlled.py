@@ -273,7 +273,7 @@ def inpainting_table(args):
           "known pixels first, importance-weighted with 256 guide particles for the VAE). The raster MADE completes "
           "the bottom half exactly (ancestral) and the random mask by 10 Gibbs sweeps of its exact density; the "
           "order-agnostic MADE completes both exactly, each ordering of its ensemble with the row's known pixels "
-          "moved first (MADE.walk: one O(hidden) step per pixel).")
+          "moved first (MADE.walk: one step per pixel, all rows in shared matrix products).")
     _figure(xt, _masks(len(xt), args.seed), shown, Path(args.figure))
 
 
