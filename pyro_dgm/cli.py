@@ -197,6 +197,19 @@ def _split_options(spec, options: dict) -> tuple:
             {k: v for k, v in options.items() if k in objective})
 
 
+def _recorded_build_options(spec, options: dict) -> dict:
+    """The builder's options as this run uses them: its current defaults (those JSON can hold) and the given
+    ones. Recorded in run.json, so that a run still loads after a release changes a default."""
+    recorded = {}
+    for key, value in {**_options_of(spec.build), **_split_options(spec, options)[0]}.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        recorded[key] = value
+    return recorded
+
+
 def _from_json(value):
     """JSON turns tuples into lists; the builders take tuples (hidden=(128, 128))."""
     return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
@@ -284,6 +297,8 @@ def _meta_problem(meta) -> str | None:
         return "'data_dir' should be a path or null"
     if not isinstance(meta.get(WEIGHTS_KEY, ""), str):
         return f"{WEIGHTS_KEY!r} should be a hex digest"
+    if not isinstance(meta.get("build_options", {}), dict):
+        return "'build_options' should be an object"
     if not isinstance(meta.get("model_options", {}), dict):
         return "'model_options' should be an object"
     return None
@@ -366,7 +381,8 @@ def _registered_specs(meta: dict, run_dir: Path):
 def _build_with_weights(spec, dspec, meta: dict, weights: bytes, run_dir: Path):
     """The module a run.json describes, holding the weights of its model.pt."""
     shape = tuple(meta["event_shape"])
-    options = {k: _from_json(v) for k, v in meta.get("model_options", {}).items()}
+    given = {**meta.get("build_options", {}), **meta.get("model_options", {})}  # runs before build_options: given only
+    options = {k: _from_json(v) for k, v in given.items()}
     try:
         module = spec.build(shape, dspec.kind, **_split_options(spec, options)[0])
     except Exception as err:  # a model's constructor may refuse a shape in its own way
@@ -599,7 +615,8 @@ def cmd_train(args):
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 writes the run and speaks for all
         return 0
     meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed,
-            "model_options": options, "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
+            "model_options": options, "build_options": _recorded_build_options(spec, options),
+            "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
             "final_loss": result.loss, "train_seconds": round(seconds, 2)}
     save_run(out, module.to("cpu").state_dict(), meta)
     print(f"trained {args.model} on {args.data}: {result.steps} steps, {result.epochs} epochs, "

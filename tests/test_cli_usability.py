@@ -42,6 +42,19 @@ def test_model_options_reach_the_model_and_are_restored_by_load_run(tmp_path):
     assert sample_program(loaded.module.model, 5).shape == (5, 64)
 
 
+def test_a_run_loads_after_a_release_changes_a_default(tmp_path, monkeypatch):
+    """run.json records the builder's options as trained (its defaults then), not only the given ones."""
+    run = tmp_path / "vae"
+    assert main(TRAIN + ["--model", "vae", "--model-option", "hidden=(16,)", "--out", str(run)]) == 0
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["build_options"] == {"latent_dim": 8, "hidden": [16]} and meta["model_options"] == {"hidden": [16]}
+    build = registry.get_model("vae").build
+    monkeypatch.setattr(build, "__defaults__", (3, (256,)))  # a later release: latent_dim=3 by default
+    assert registry.get_model("vae").build((64,), "binary").latent_dim == 3
+    loaded = load_run(run)
+    assert loaded.module.latent_dim == 8 and sample_program(loaded.module.model, 2).shape == (2, 64)
+
+
 def test_objective_options_reach_the_objective():
     gan = registry.get_model("gan")
     module = gan.build((2,), "points")
