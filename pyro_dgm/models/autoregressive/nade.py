@@ -31,7 +31,7 @@ class NADE(AutoregressiveModel):
     ``Bernoulli(logits=...)``: the sigmoid is applied once.
 
     With ``num_orderings = K > 1`` (and ``order="random"``) one set of weights
-    serves K random orderings, as in Uria et al.'s order-agnostic NADE (2014):
+    serves K random orderings (a finite set of Uria et al.'s order-agnostic NADE, 2014):
     in training mode each call of ``distribution`` / ``model`` uses the next
     ordering in turn, and in eval mode the density is the ensemble's uniform
     mixture :math:`\frac{1}{K}\sum_k p(x \mid o_k)`, sampled by drawing k
