@@ -238,7 +238,8 @@ def fit(
             (maximum likelihood for a density, denoising score matching for a
             score field; an unnormalized density is refused with the choices).
         epochs, steps: how long to train (``steps`` counts batches; if both are
-            given, whichever ends first). Neither: 10 epochs.
+            given, whichever ends first; a GAN's generator steps on one batch in n_critic: see
+            ``FitResult.updates``). Neither: 10 epochs.
         batch_size, shuffle, drop_last: batching of tensors and Datasets.
         optimizer: "adam", "adamw", "sgd", "rmsprop", a ``torch.optim`` class,
             a ``pyro.optim`` optimizer (``pyro.optim.Adam({"lr": 1e-3})``,

@@ -4,7 +4,8 @@ The generator is a Pyro program whose data site ``"x"`` is ``G_theta(z)``
 (see :mod:`pyro_dgm.models.gan`); the critic is a plain ``nn.Module``
 ``V_omega(x) -> (N,)``. :class:`Adversarial` owns two parameter groups,
 ``"critic"`` and ``"generator"``; :func:`pyro_dgm.fit` steps the critic on every
-batch and the generator on every ``n_critic``-th, each with its own optimizer.
+batch and the generator on every ``n_critic``-th, each with its own optimizer
+(``steps`` counts batches, ``FitResult.updates`` each player's updates).
 With P the data and Q the generator's distribution, the losses are:
 
 * ``"minimax"``: the critic minimizes
@@ -12,7 +13,8 @@ With P the data and Q the generator's distribution, the losses are:
   :math:`\\mathbb{E}_Q \\log(1 - D(x))`;
 * ``"ns"``: the same critic, the generator :math:`-\\mathbb{E}_Q \\log D(x)`;
 * ``"f-gan"``: the critic minimizes :math:`-F = -\\mathbb{E}_P T(x) + \\mathbb{E}_Q f^*(T(x))`,
-  the generator :math:`-\\mathbb{E}_Q f^*(T(x))` (so it minimizes F);
+  the generator :math:`-\\mathbb{E}_Q f^*(T(x))` (so it minimizes F), or with
+  ``nonsaturating=True`` :math:`-\\mathbb{E}_Q T(x)`;
 * ``"wgan"``: the critic minimizes :math:`\\mathbb{E}_Q V(x) - \\mathbb{E}_P V(x)` with its
   weights clipped to [-c, c], the generator :math:`-\\mathbb{E}_Q V(x)`;
 * ``"wgan-gp"``: the same plus :math:`\\lambda\\,\\mathbb{E}_{\\hat x}(\\|\\nabla V(\\hat x)\\|_2 - 1)^2`;
@@ -23,7 +25,9 @@ with :math:`D = \\sigma(V)` (Goodfellow et al., 2014), :math:`T = g_f(V)` the
 f-GAN output activation and :math:`f^*` the convex conjugate of f (Nowozin et
 al., 2016, Table 6; :data:`F_DIVERGENCES`), WGAN (Arjovsky et al., 2017),
 WGAN-GP (Gulrajani et al., 2017, :func:`gradient_penalty`) and the hinge loss
-(Lim and Ye, 2017; Miyato et al., 2018).
+(Lim and Ye, 2017; Miyato et al., 2018). Every critic but a Wasserstein one
+may add the R1 penalty on the data (Mescheder et al., 2018, :func:`r1_penalty`,
+``r1_weight=``), which keeps an f-GAN's unbounded critic from running away.
 
 Example::
 
@@ -47,11 +51,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import check_batch_shape, count
+from ..checks import check_batch_shape, count, positive
 from ..programs import program_modules
 from .objective import Objective
 
-__all__ = ["Adversarial", "FDivergence", "F_DIVERGENCES", "gradient_penalty", "LOSSES"]
+__all__ = ["Adversarial", "FDivergence", "F_DIVERGENCES", "gradient_penalty", "r1_penalty", "LOSSES"]
 
 LOSSES = ("minimax", "ns", "f-gan", "wgan", "wgan-gp", "hinge")
 _LOG2 = math.log(2.0)
@@ -163,10 +167,35 @@ def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor,
     if eps is None:
         eps = torch.rand(n, device=real.device, dtype=real.dtype)
     eps = eps.reshape(n, *([1] * (real.dim() - 1)))
+    x_hat = eps * real.detach() + (1 - eps) * fake.detach()
+    return (_input_grad_norm(critic, x_hat) - 1).pow(2).mean()
+
+
+def r1_penalty(critic: Callable, real: torch.Tensor) -> torch.Tensor:
+    """The R1 penalty (Mescheder et al., 2018, eq. 9), without its weight gamma / 2:
+
+    .. math:: \\mathbb{E}_{x \\sim P}\\,\\|\\nabla_x V(x)\\|_2^2,
+
+    the critic's squared gradient on the data, differentiable in the
+    critic's parameters. It keeps the critic flat where the data are, so an
+    unbounded loss (an f-GAN's) cannot grow without limit there.
+
+    Example::
+
+        >>> import torch
+        >>> a = torch.tensor([3.0, 4.0])
+        >>> float(r1_penalty(lambda x: x @ a, torch.randn(8, 2)))  # |a|^2
+        25.0
+    """
+    return _input_grad_norm(critic, real.detach()).pow(2).mean()
+
+
+def _input_grad_norm(critic, x):
+    """Per-example norm of the gradient of V at x, keeping the graph for the critic's parameters."""
     with torch.enable_grad():
-        x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-        (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True, materialize_grads=True)
-    return (grad.reshape(n, -1).norm(dim=-1) - 1).pow(2).mean()
+        x = x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True, materialize_grads=True)
+    return grad.reshape(x.shape[0], -1).norm(dim=-1)
 
 
 class Adversarial(Objective):
@@ -179,10 +208,19 @@ class Adversarial(Objective):
             "wgan-gp" or "hinge"; the module's docstring gives each pair of losses.
         divergence: with ``loss="f-gan"`` only: a key of :data:`F_DIVERGENCES`.
         n_critic: critic updates per generator update; default 5 for "wgan"
-            and "wgan-gp", else 1.
+            and "wgan-gp", else 1. ``fit(steps=S)`` counts batches: the critic
+            makes S updates and the generator S // n_critic
+            (``FitResult.updates``), so a WGAN needs 5 S steps for S generator updates.
         clip: with "wgan": the critic's weights are clipped to [-clip, clip]
             after each of its steps (default 0.01).
         gp_weight: with "wgan-gp": the penalty's weight lambda (default 10).
+        nonsaturating: with "f-gan" only: the generator maximizes :math:`\\mathbb{E}_Q\\, g_f(V(x))`
+            instead of :math:`\\mathbb{E}_Q f^*(g_f(V(x)))` (Nowozin et al., 2016, section 3.2): the
+            same fixed point P = Q, without the exponential of the KL divergence's f*; for
+            divergence "gan" it is the "ns" loss.
+        r1_weight: with the other losses but "wgan": add the R1 penalty
+            :math:`\\tfrac{\\gamma}{2}\\,\\mathbb{E}_P\\|\\nabla V(x)\\|^2` of weight gamma
+            (:func:`r1_penalty`; default None, no penalty) to the critic's loss, as term "penalty".
 
     The generator's program is ``model(x=None, num_samples=None)`` with a
     site "x" (``pyro_dgm.models.Generator``); its modules form group
@@ -203,7 +241,8 @@ class Adversarial(Objective):
     """
 
     def __init__(self, critic: nn.Module, loss: str = "ns", *, divergence: str | None = None,
-                 n_critic: int | None = None, clip: float | None = None, gp_weight: float | None = None):
+                 n_critic: int | None = None, clip: float | None = None, gp_weight: float | None = None,
+                 nonsaturating: bool = False, r1_weight: float | None = None):
         if not isinstance(critic, nn.Module):
             raise ValueError(f"critic: expected an nn.Module V(x) -> (N,), got {type(critic).__name__}")
         if loss not in LOSSES:
@@ -218,6 +257,14 @@ class Adversarial(Objective):
         self.n_critic = _positive_int("n_critic", n_critic, 5 if loss.startswith("wgan") else 1)
         self.clip = _only_with("clip", clip, loss, "wgan", 0.01)
         self.gp_weight = _only_with("gp_weight", gp_weight, loss, "wgan-gp", 10.0)
+        if nonsaturating and loss != "f-gan":
+            raise ValueError(f"nonsaturating: only used with loss='f-gan' (the 'ns' loss is the original game's), "
+                             f"got it with loss={loss!r}")
+        self.nonsaturating = bool(nonsaturating)
+        if r1_weight is not None and loss.startswith("wgan"):
+            raise ValueError(f"r1_weight: not used with loss={loss!r}, whose critic is kept Lipschitz by "
+                             f"{'clipping' if loss == 'wgan' else 'its own gradient penalty'}")
+        self.r1_weight = None if r1_weight is None else positive("r1_weight", r1_weight)
 
     # -- the protocol ------------------------------------------------------
     def setup(self, model, guide, batch):
@@ -273,13 +320,16 @@ class Adversarial(Objective):
         v_real, v_fake = self._critic_out(real), self._critic_out(fake)
         name = self.loss_name
         if name in ("minimax", "ns"):
-            return {"real": F.softplus(-v_real).mean(), "fake": F.softplus(v_fake).mean()}
-        if name == "f-gan":
+            terms = {"real": F.softplus(-v_real).mean(), "fake": F.softplus(v_fake).mean()}
+        elif name == "f-gan":
             d = self.divergence
-            return {"real": -d.activation(v_real).mean(), "fake": d.conjugate_activation(v_fake).mean()}
-        if name == "hinge":
-            return {"real": F.relu(1 - v_real).mean(), "fake": F.relu(1 + v_fake).mean()}
-        terms = {"wasserstein": v_fake.mean() - v_real.mean()}
+            terms = {"real": -d.activation(v_real).mean(), "fake": d.conjugate_activation(v_fake).mean()}
+        elif name == "hinge":
+            terms = {"real": F.relu(1 - v_real).mean(), "fake": F.relu(1 + v_fake).mean()}
+        else:
+            terms = {"wasserstein": v_fake.mean() - v_real.mean()}
+        if self.r1_weight is not None:
+            terms["penalty"] = 0.5 * self.r1_weight * r1_penalty(self._critic_out, real)
         if name == "wgan-gp":
             terms["penalty"] = self.gp_weight * gradient_penalty(self._critic_out, real, fake)
         return terms
@@ -292,7 +342,8 @@ class Adversarial(Objective):
         if self.loss_name == "ns":
             return F.softplus(-v).mean()  # -log sigmoid(v)
         if self.loss_name == "f-gan":
-            return -self.divergence.conjugate_activation(v).mean()
+            d = self.divergence
+            return -(d.activation(v) if self.nonsaturating else d.conjugate_activation(v)).mean()
         return -v.mean()
 
     def _critic_out(self, x):
@@ -305,7 +356,8 @@ class Adversarial(Objective):
 
     def __repr__(self):
         extra = {"divergence": self.divergence and self.divergence.name, "clip": self.clip,
-                 "gp_weight": self.gp_weight}
+                 "gp_weight": self.gp_weight, "nonsaturating": self.nonsaturating or None,
+                 "r1_weight": self.r1_weight}
         shown = "".join(f", {k}={v!r}" for k, v in extra.items() if v is not None)
         return f"Adversarial(loss={self.loss_name!r}, n_critic={self.n_critic}{shown})"
 
@@ -321,7 +373,4 @@ def _only_with(name, value, loss, needs, default):
         raise ValueError(f"{name}: only used with loss={needs!r}, got it with loss={loss!r}")
     if loss != needs:
         return None
-    value = default if value is None else value
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)
+    return positive(name, default if value is None else value)
