@@ -89,6 +89,12 @@ class _EnergyObjective(Objective):
     # A noise distribution that is a module (a fitted Gaussian, a flow) is state to checkpoint.
     noise = None
 
+    def _noise_sample(self, n):
+        """``n`` draws of the noise: a torch (Pyro) distribution over one example, or anything with ``sample(n)``."""
+        if isinstance(self.noise, torch.distributions.Distribution):
+            return self.noise.sample((n,))
+        return self.noise.sample(n)
+
     def state_dict(self):
         return {"noise": self.noise.state_dict()} if isinstance(self.noise, nn.Module) else {}
 
@@ -118,8 +124,9 @@ class ContrastiveDivergence(_EnergyObjective):
         num_steps: k, Langevin steps per batch.
         step_size, noise_scale: of the Langevin chain (``noise_scale < 1`` runs it cold).
         init: "noise" or "data".
-        noise: a distribution with ``sample(n)`` for ``init="noise"``;
-            default a :class:`FittedGaussian` fitted to the first batch.
+        noise: where chains from noise start: a torch (Pyro) distribution over
+            one example, or anything with ``sample(n)``; default a
+            :class:`FittedGaussian` fitted to the first batch.
         alpha: the energy-magnitude penalty.
     """
 
@@ -141,7 +148,7 @@ class ContrastiveDivergence(_EnergyObjective):
             self.noise = FittedGaussian(batch)
 
     def _start(self, batch):
-        return batch if self.init == "data" else self.noise.sample(batch.shape[0])
+        return batch if self.init == "data" else self._noise_sample(batch.shape[0])
 
     def negatives(self, site, batch):
         """Detached negative samples for ``batch``: k Langevin steps on ``-E``."""
@@ -182,7 +189,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
 
     def setup(self, model, guide, batch):
         super().setup(model, guide, batch)
-        self.buffer = self.noise.sample(self.buffer_size).detach()
+        self.buffer = self._noise_sample(self.buffer_size).detach()
 
     def _start(self, batch):
         b = batch.shape[0]
@@ -191,7 +198,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         self._idx = torch.randperm(self.buffer_size, device=self.buffer.device)[:b]
         fresh = torch.rand(b, device=self.buffer.device) < self.reinit_prob
         fresh = fresh.reshape(-1, *([1] * (batch.dim() - 1)))
-        return torch.where(fresh, self.noise.sample(b), self.buffer[self._idx])
+        return torch.where(fresh, self._noise_sample(b), self.buffer[self._idx])
 
     def negatives(self, site, batch):
         neg = super().negatives(site, batch)
@@ -266,8 +273,10 @@ class NoiseContrastiveEstimation(_EnergyObjective):
     "model"); read it as ``objective.log_z``.
 
     Args:
-        noise: ``sample(n)`` and ``log_prob(x) -> (n,)``; default a
-            :class:`FittedGaussian` fitted to the first batch.
+        noise: q, a torch (Pyro) distribution over one example (a
+            ``MixtureSameFamily``, for instance), or anything with ``sample(n)``
+            and ``log_prob(x) -> (n,)``; default a :class:`FittedGaussian`
+            fitted to the first batch.
         noise_ratio: nu, noise samples per data point.
         log_z_init: the initial c.
     """
@@ -294,7 +303,7 @@ class NoiseContrastiveEstimation(_EnergyObjective):
         site, c = self._site(batch), self.log_partition.log_z
         log_nu = math.log(self.noise_ratio)
         with torch.no_grad():
-            y = self.noise.sample(batch.shape[0] * self.noise_ratio)
+            y = self._noise_sample(batch.shape[0] * self.noise_ratio)
             lq_x, lq_y = self.noise.log_prob(batch), self.noise.log_prob(y)
         g_x = _nce_logit(site, c, lq_x, batch, log_nu)
         g_y = _nce_logit(site, c, lq_y, y, log_nu)
@@ -367,7 +376,7 @@ class FlowContrastiveEstimation(NoiseContrastiveEstimation):
         if w == 0.0:
             return q.log_prob(batch), y, q.log_prob(y)
         k = int(round(w * n))
-        y = torch.cat([y[:n - k], self.noise.sample(k)])
+        y = torch.cat([y[:n - k], self._noise_sample(k)])
 
         def log_mix(v):
             return torch.logaddexp(math.log1p(-w) + q.log_prob(v), math.log(w) + self.noise.log_prob(v))
