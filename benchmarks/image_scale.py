@@ -25,11 +25,10 @@ Sampling: flows, the VAE, the GAN and the score model draw 64 samples in
 full (the score model with annealed Langevin, ``--langevin-steps`` per level
 on its 4 noise levels). The two PixelCNNs need one network pass per pixel
 and channel (2,352 or 3,072); on the CPU they are timed over their first
-``--ar-rows`` rows and the per-row times, fitted by a line in the row index
-(the PixelCNN's pass for row r runs on rows 0..r), are summed over all rows
-("~" in the table); ``--full-sampling`` (and CUDA) draws them in full. Checked
-once at width 16, 1x28x28, on a busy machine: estimates 28.8 and 30.9 s against
-27.3 s drawn in full (PixelCNN), 7.5 and 8.4 s against 8.2 s (gated).
+``--ar-rows`` rows and the per-row times, fitted by a line in the rows a pass
+reads (the gated PixelCNN's vertical pass for row r runs on rows 0..r, the
+PixelCNN's passes on rows r - reach..r), are summed over all rows ("~" in the
+table); ``--full-sampling`` (and CUDA) draws them in full.
 
     python benchmarks/image_scale.py [--device cpu|cuda|auto] [--bf16] [--compile] [--steps 8]
                                      [--width 16] [--models pixelcnn,glow] [--out FILE]
@@ -155,14 +154,16 @@ def _timed_rows(module, n, rows):
     return [b - a for a, b in zip(stamps[:-1], stamps[1:])]
 
 
-def _extrapolate(row_times, height):
-    """Sum over ``height`` rows of the least-squares line through the measured per-row times."""
+def _extrapolate(row_times, height, reach=None):
+    """Sum over ``height`` rows of the least-squares line of the measured per-row times against the rows
+    each row's passes read: r + 1, or at most ``reach`` + 1 (a PixelCNN's window)."""
+    read = [i + 1 if reach is None else min(i, reach) + 1 for i in range(height)]
     if len(row_times) < 2:
-        return height * row_times[0]
-    slope, intercept = statistics.linear_regression(range(len(row_times)), row_times)
+        return sum(row_times[0] * r / read[0] for r in read)
+    slope, intercept = statistics.linear_regression(read[:len(row_times)], row_times)
     if slope < 0:  # a pass never gets cheaper further down
         slope, intercept = 0.0, statistics.fmean(row_times)
-    return sum(intercept + slope * i for i in range(height))
+    return sum(intercept + slope * r for r in read)
 
 
 def sample_seconds(name, module, dev, args):
@@ -171,7 +172,7 @@ def sample_seconds(name, module, dev, args):
     with torch.no_grad():
         if name in AUTOREGRESSIVE and dev.type == "cpu" and not args.full_sampling:
             rows = _timed_rows(module, BATCH, args.ar_rows)
-            return _extrapolate(rows, module.event_shape[1]), True
+            return _extrapolate(rows, module.event_shape[1], getattr(module, "reach", None)), True
         _sync(dev)
         t0 = time.perf_counter()
         out = module.sample(BATCH)
