@@ -52,6 +52,9 @@ TOY_MODELS = {  # registry name -> builder options
 # {4, 6} layers x {8, 16} bins x {25, 50, 150} epochs x lr {3e-3, 1e-3} x (64, 64) / (128, 128) hidden:
 # 150 epochs with a cosine learning-rate decay; the other flows keep TOYS' 25 epochs at 3e-3.
 TOY_TRAINING = {name: {**TOYS, "epochs": 150, "lr": 1e-3, "cosine": True} for name in ("nsf", "nsf-ar")}
+# Per toy, on the same validation sample: the checkerboard's sharp edges need more updates. Batch 64 (four times
+# the steps) took the autoregressive spline flow's validation gap from 0.125 to 0.096 (batch 256 vs 64).
+TOY_OVERRIDES = {("nsf-ar", "checkerboard"): {"batch_size": 64}}
 DIGITS = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 4}  # early stopping on the 180 val images
 DIGIT_MODELS = {
     "nice": {"num_couplings": 4, "hidden": (256, 256)},
@@ -97,7 +100,8 @@ def run_toys(args, out: Path):
                 seconds, _ = _train(module, x, BASELINE, args)
             else:
                 module = get_model(name).build(torch.Size([2]), "points", **TOY_MODELS[name])
-                seconds, _ = _train(module, x, TOY_TRAINING.get(name, TOYS), args)
+                settings = {**TOY_TRAINING.get(name, TOYS), **TOY_OVERRIDES.get((name, toy), {})}
+                seconds, _ = _train(module, x, settings, args)
             res = pyro_dgm.evaluate(module.model, xt)
             table[toy, name] = (res["nll"], res["nll_stderr"], seconds, _gap(toy, res["nll"], xt))
             ax = figure.add_subplot(len(TOYS["names"]), len(names) + 1, row * (len(names) + 1) + col + 2)
@@ -110,7 +114,7 @@ def run_toys(args, out: Path):
     plt.close(figure)
 
     print(f"2-D toys: test NLL in nats per point (± s.e.), {TOYS['n_train']} train / {TOYS['n_test']} test points, "
-          f"{_epochs(TOYS['epochs'], args)} epochs (spline flows: {_epochs(150, args)}, cosine lr); "
+          f"{_epochs(TOYS['epochs'], args)} epochs (spline flows: {_epochs(150, args)}, cosine lr; {TOY_OVERRIDES}); "
           "train seconds in brackets")
     print(f"{'toy':14s}{'truth':>8s}" + "".join(f"{n:>22s}" for n in names))
     for toy in TOYS["names"]:
