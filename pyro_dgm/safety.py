@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import signal
 import sys
 import threading
@@ -145,6 +144,18 @@ def finite(tensors) -> bool:
     return bool(torch.isfinite(total_norm([t.detach() for t in tensors])))
 
 
+def _cloned(obj):
+    """A copy of an optimizer's state dict with its tensors cloned: copy.deepcopy's memo and dispatch
+    cost about a sixth of a small GAN's step, for the same values."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _cloned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cloned(v) for v in obj)
+    return obj
+
+
 class Snapshot:
     """The parameters and optimizer state of one group, to put back when a later group fails."""
 
@@ -152,7 +163,7 @@ class Snapshot:
         self.optimizer = optimizer
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.values = [p.detach().clone() for p in self.params]
-        self.state = copy.deepcopy(optimizer.state_dict())
+        self.state = _cloned(optimizer.state_dict())
 
     def restore(self):
         with torch.no_grad():
