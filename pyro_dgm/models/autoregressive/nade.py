@@ -34,7 +34,7 @@ class NADE(AutoregressiveModel):
     serves K random orderings (a finite set of Uria et al.'s order-agnostic NADE, 2014):
     in training mode each call of ``distribution`` / ``model`` uses the next
     ordering in turn, and in eval mode the density is the ensemble's uniform
-    mixture :math:`\frac{1}{K}\sum_k p(x \mid o_k)`, sampled by drawing k
+    mixture :math:`\\frac{1}{K}\\sum_k p(x \\mid o_k)`, sampled by drawing k
     first.
 
     Args:
@@ -95,12 +95,12 @@ class NADE(AutoregressiveModel):
         return params[:, rank]
 
     def log_prob_under(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """:math:`\log p(x \mid o_k)`, the density along ordering k alone, shape ``(n,)``."""
+        """:math:`\\log p(x \\mid o_k)`, the density along ordering k alone, shape ``(n,)``."""
         params = self(self.output.encode(x), k)
         return self.output.distribution(params).log_prob(x.reshape(x.shape[0], -1)).sum(-1)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """The ensemble's :math:`\log \frac{1}{K}\sum_k p(x \mid o_k)` (K = 1: the one ordering's)."""
+        """The ensemble's :math:`\\log \\frac{1}{K}\\sum_k p(x \\mid o_k)` (K = 1: the one ordering's)."""
         lps = torch.stack([self.log_prob_under(x, k) for k in range(self.num_orderings)])
         return torch.logsumexp(lps, 0) - math.log(self.num_orderings)
 
