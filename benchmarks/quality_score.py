@@ -46,8 +46,11 @@ TOYS = ("8gaussians", "25gaussians")
 TOY = {"hidden": (128, 128, 128), "levels": 10, "sigma_min": 0.01, "steps": 3000, "batch_size": 512, "lr": 2e-3,
        "samples": 1000}  # lr decays to 0 on a cosine over the steps
 TOY_SAMPLERS = {"langevin_step": 2e-3, "steps_per_level": 100, "step_size": 2e-5, "pc_steps": 500, "snr": 0.16}
-DIGITS = {"channels": 16, "sigma_min": 0.01, "steps": 800, "batch_size": 128, "lr": 2e-3, "samples": 360,
-          "levels": 10, "steps_per_level": 30, "step_size": 2e-5, "pc_steps": 150, "ode_steps": 25}
+# Chosen on the validation digits (probability-flow NLL): 800 steps at a constant lr gave -83.94 (25 or 50
+# RK4 steps alike, so the ODE is solved), 2,000 steps with the lr decaying to 0 on a cosine -89.84 (16 channels)
+# and -91.08 (32 channels).
+DIGITS = {"channels": 32, "sigma_min": 0.01, "steps": 2000, "batch_size": 128, "lr": 2e-3, "cosine": True,
+          "samples": 360, "levels": 10, "steps_per_level": 30, "step_size": 2e-5, "pc_steps": 150, "ode_steps": 25}
 
 
 def _steps(n, args):
@@ -111,8 +114,10 @@ def _digit_models(x, args):
     m = NCSN(64, net=ScoreUNet((1, 8, 8), channels=d["channels"]), sde=sde,
              sigmas=geometric_sigmas(sde.sigma_max, sde.sigma_min, d["levels"]))
     t0 = time.perf_counter()
-    pyro_dgm.fit(m.model, None, x, objective=SDEScoreMatching(), steps=_steps(d["steps"], args),
-                 batch_size=d["batch_size"], lr=d["lr"], seed=args.seed, progress=False)
+    steps = _steps(d["steps"], args)
+    cosine = (lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)) if d["cosine"] else None
+    pyro_dgm.fit(m.model, None, x, objective=SDEScoreMatching(), steps=steps, batch_size=d["batch_size"], lr=d["lr"],
+                 scheduler=cosine, scheduler_every="step", seed=args.seed, progress=False)
     score_s = time.perf_counter() - t0
     base = DiagonalGaussian(64)
     pyro_dgm.fit(base.model, None, x, epochs=50, lr=5e-2, batch_size=128, seed=args.seed, progress=False)
