@@ -1,6 +1,6 @@
 """Objectives (what ``fit`` minimizes) and samplers, for every model family."""
 
-from .adversarial import F_DIVERGENCES, Adversarial, FDivergence, gradient_penalty
+from .adversarial import F_DIVERGENCES, Adversarial, FDivergence, gradient_penalty, r1_penalty
 from .contrastive import (ContrastiveDivergence, FlowContrastiveEstimation, NoiseContrastiveEstimation,
                           PersistentContrastiveDivergence, ScoreMatching)
 from .likelihood import ELBO, MaximumLikelihood, PyroELBO
@@ -15,7 +15,7 @@ __all__ = [
     # densities
     "ELBO", "MaximumLikelihood", "PyroELBO",
     # GANs
-    "Adversarial", "FDivergence", "F_DIVERGENCES", "gradient_penalty",
+    "Adversarial", "FDivergence", "F_DIVERGENCES", "gradient_penalty", "r1_penalty",
     # energy-based models
     "ContrastiveDivergence", "PersistentContrastiveDivergence", "ScoreMatching",
     "NoiseContrastiveEstimation", "FlowContrastiveEstimation",
