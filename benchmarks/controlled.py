@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 
 import pyro_dgm
 from pyro_dgm.callbacks import EarlyStopping
-from pyro_dgm.data import load_digits, load_digits_labels
+from pyro_dgm.data import DIGITS_LEVELS, DynamicDequantized, load_digits, load_digits_labels
 from pyro_dgm.inference import Adversarial, DenoisingScoreMatching
 from pyro_dgm.inpaint import conditional_log_prob, inpaint, inpaint_method
 from pyro_dgm.metrics import digits_classifier
@@ -45,20 +45,6 @@ AGNOSTIC_MASKS = 8
 VAE_LATENTS, VAE_LATENT = (4, 8, 16), 16
 PER_CLASS = 100
 DIGITS_LOG_LEVELS = 64 * math.log(17)  # dequantized data: discrete bits/dim = (nll + D log 17) / (D log 2)
-
-
-class FreshDequantized(torch.utils.data.Dataset):
-    """(levels + u) / L with a new u ~ U[0, 1)^D at every access, and the label: a flow never sees the same
-    dequantized digit twice, so it cannot fit the noise (the fixed draw of load_digits' "continuous" it can)."""
-
-    def __init__(self, levels, y, num_levels=17):
-        self.levels, self.y, self.num_levels = levels, y, num_levels
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return (self.levels[i] + torch.rand(self.levels.shape[1:])) / self.num_levels, self.y[i]
 
 
 def _fit(m, guide, data, epochs, seed, val=None, patience=4, monitor="nll", **kw):
@@ -172,7 +158,7 @@ def conditional_table(args):
     no_guide = lambda m: None  # noqa: E731
     binary = lambda labels: TensorDataset(xb, labels)  # noqa: E731
     levels = load_digits("train", "levels")
-    fresh = lambda labels: FreshDequantized(levels, labels)  # noqa: E731
+    fresh = lambda labels: DynamicDequantized(levels, DIGITS_LEVELS, labels)  # noqa: E731
     density_row(f"conditional VAE (IWAE k=64), latent {VAE_LATENT}", lambda: _cvae(VAE_LATENT), binary, xbt,
                 vae_guide, "binary", {"lr": 1e-3, "batch_size": 64}, "vae")
     density_row("conditional MADE", lambda: ConditionalMADE(64, hidden=(500,)), binary, xbt, no_guide, "binary",

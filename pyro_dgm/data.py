@@ -24,7 +24,7 @@ from .checks import count
 
 __all__ = [
     "load_digits", "load_digits_labels", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",
-    "load_mnist", "DynamicBinarized", "DIGITS_SPLIT", "split_indices", "load_cifar10", "load_cifar10_labels",
+    "load_mnist", "DynamicBinarized", "DynamicDequantized", "DIGITS_SPLIT", "split_indices", "load_cifar10", "load_cifar10_labels",
     "toy_log_prob",
 ]
 
@@ -236,6 +236,37 @@ class DynamicBinarized(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return torch.bernoulli(self.images[i])
+
+
+class DynamicDequantized(torch.utils.data.Dataset):
+    """Integer levels dequantized afresh at every access, ``(k + u) / L`` with a new ``u ~ U[0, 1)^D``.
+
+    A continuous density trained on one fixed draw (:func:`dequantize`) can
+    fit that draw's noise; with a new draw each time it cannot. On the 8x8
+    digits a conditional flow's validation NLL went from -78.86 to -85.15
+    nats (``benchmarks/controlled.py``). Further tensors (labels) are returned
+    beside x, row for row, so ``fit`` calls ``model(x, y)``.
+
+    Args:
+        levels: integer levels ``(N, ...)`` in 0..L-1 (``load_digits(split, "levels")``).
+        num_levels: L.
+        *extra: tensors with N rows each.
+    """
+
+    def __init__(self, levels: torch.Tensor, num_levels: int, *extra: torch.Tensor):
+        count("num_levels", num_levels, 2)
+        if levels.dim() < 1 or not torch.equal(levels, levels.round()) or levels.min() < 0 or levels.max() >= num_levels:
+            raise ValueError(f"levels: expected integers in 0..{num_levels - 1}")
+        if any(t.shape[0] != levels.shape[0] for t in extra):
+            raise ValueError(f"extra: every tensor needs {levels.shape[0]} rows, got {[t.shape[0] for t in extra]}")
+        self.levels, self.num_levels, self.extra = levels.to(torch.get_default_dtype()), num_levels, extra
+
+    def __len__(self):
+        return self.levels.shape[0]
+
+    def __getitem__(self, i):
+        x = (self.levels[i] + torch.rand(self.levels.shape[1:])) / self.num_levels
+        return (x, *(t[i] for t in self.extra)) if self.extra else x
 
 
 def load_mnist(data_dir, split: str = "train", binarize: str | None = "static", fashion: bool = False,

@@ -102,3 +102,24 @@ def test_checkerboard_fills_only_the_dark_squares():
     assert int(occupied.sum()) == 8
     assert bool((occupied ^ occupied.roll(1, 0)).all())  # neighbours alternate
     assert counts[occupied].min() > 0.8 * len(x) / 8
+
+
+def test_dynamic_dequantized_draws_fresh_noise_inside_each_level_and_trains_with_labels():
+    import pyro_dgm
+    from pyro_dgm.data import DynamicDequantized, load_digits, load_digits_labels
+    from pyro_dgm.models import DiagonalGaussian
+
+    levels, y = load_digits("train", "levels")[:64], load_digits_labels("train")[:64]
+    ds = DynamicDequantized(levels, 17, y)
+    draws = torch.stack([ds[5][0] for _ in range(2000)])
+    assert torch.equal((draws * 17).floor(), levels[5].expand_as(draws))  # always inside the level's bin
+    assert (draws.std(0) - 1 / (17 * 12 ** 0.5)).abs().max() < 0.004  # U[0, 1) / 17 noise, new at every access
+    assert torch.equal(ds[5][1], y[5]) and isinstance(DynamicDequantized(levels, 17)[0], torch.Tensor)
+    m = DiagonalGaussian(64)
+    r = pyro_dgm.fit(m.model, None, DynamicDequantized(levels, 17), steps=3, batch_size=32, progress=False)
+    assert len(r.losses["model"]) == 3
+    for bad, match in [(lambda: DynamicDequantized(levels + 0.5, 17), "integers"),
+                       (lambda: DynamicDequantized(levels, 16), "integers in 0..15"),
+                       (lambda: DynamicDequantized(levels, 17, y[:3]), "64 rows")]:
+        with pytest.raises(ValueError, match=match):
+            bad()
