@@ -44,6 +44,7 @@ from ..programs import announce, sample_program
 from ..registry import register_model
 from ..samplers import AnnealedLangevin
 from .autoregressive import MADE
+from .autoregressive.base import mixture_log_prob, mixture_sample
 from .score import ScoreMLP
 
 __all__ = ["ConditionalVAE", "LabelledMLP", "ConditionalMADE", "ConditionalFlow", "ConditionalGenerator",
@@ -218,23 +219,21 @@ class ConditionalMADE(MADE):
         return self.output.distribution(params).log_prob(x.reshape(x.shape[0], -1)).sum(-1)
 
     def log_prob(self, x, y=None):
-        lps = torch.stack([self.log_prob_under(x, k, y) for k in range(self.num_masks)])
-        return torch.logsumexp(lps, 0) - math.log(self.num_masks)
+        return mixture_log_prob(self.log_prob_under, x, self.num_masks, y)
 
     @torch.no_grad()
     def sample(self, y: torch.Tensor) -> torch.Tensor:
         """One draw per label: the mask set uniformly, then ancestrally along its ordering."""
-        n, device = len(y), self._device()
-        which = torch.randint(self.num_masks, (n,), device=device)
-        x = torch.zeros(n, self.dim, device=device)
-        for k in which.unique().tolist():
-            rows = which == k
-            part, yk = x[rows], y[rows]
-            for j in self.orders[k].tolist():
-                params = self(self.output.encode(part), k, yk)[:, j]
-                part[:, j] = self.output.distribution(params).sample()
-            x[rows] = part
-        return x.view(n, *self.event_shape)
+        x = mixture_sample(len(y), self.num_masks, lambda rows, k: self._sample_with_labels(y[rows], k), (self.dim,),
+                           self._device())
+        return x.view(len(y), *self.event_shape)
+
+    def _sample_with_labels(self, y, k):
+        part = torch.zeros(len(y), self.dim, device=self._device())
+        for j in self.orders[k].tolist():
+            params = self(self.output.encode(part), k, y)[:, j]
+            part[:, j] = self.output.distribution(params).sample()
+        return part
 
     def distribution(self, n: int, y=None) -> AutoregressiveDistribution:
         """p(x | y) of a batch; in training mode, the masks of :meth:`~MADE.training_masks`."""

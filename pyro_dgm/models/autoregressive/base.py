@@ -18,7 +18,25 @@ from ...distributions.autoregressive import AutoregressiveDistribution, make_out
 from ..base import DistributionModel
 from ...checks import as_event_shape
 
-__all__ = ["AutoregressiveModel", "check_order"]
+__all__ = ["AutoregressiveModel", "check_order", "mixture_log_prob", "mixture_sample"]
+
+
+def mixture_log_prob(log_prob_under, x: torch.Tensor, k: int, *args) -> torch.Tensor:
+    """:math:`\\log \\frac{1}{K}\\sum_k p(x \\mid M_k)` of an ensemble (MADE's mask sets, NADE's
+    orderings) from ``log_prob_under(x, k, *args)``, shape ``(n,)``."""
+    lps = torch.stack([log_prob_under(x, member, *args) for member in range(k)])
+    return torch.logsumexp(lps, 0) - math.log(k)
+
+
+def mixture_sample(n: int, k: int, draw, shape, device) -> torch.Tensor:
+    """n draws ``(n, *shape)`` of a uniform mixture of k members: each row's member first, then
+    ``draw(rows, member)`` (a bool row mask and an index) for the rows of each member in turn."""
+    which = torch.randint(k, (n,), device=device)
+    out = torch.zeros(n, *shape, device=device)
+    for member in which.unique().tolist():
+        rows = which == member
+        out[rows] = draw(rows, member)
+    return out
 
 
 def check_order(order, dim: int) -> torch.Tensor:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ...distributions.autoregressive import AutoregressiveDistribution
-from .base import AutoregressiveModel, check_order, inverse_order
+from .base import AutoregressiveModel, check_order, inverse_order, mixture_log_prob, mixture_sample
 from ...checks import count, widths
 
 __all__ = ["MADE", "made_degrees"]
@@ -262,21 +261,19 @@ class MADE(AutoregressiveModel):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """The ensemble's :math:`\\log \\frac{1}{K}\\sum_k p(x \\mid M_k)`, shape ``(n,)``."""
-        lps = torch.stack([self.log_prob_under(x, k) for k in range(self.num_masks)])
-        return torch.logsumexp(lps, 0) - math.log(self.num_masks)
+        return mixture_log_prob(self.log_prob_under, x, self.num_masks)
 
     def sample(self, n: int) -> torch.Tensor:
         """Draw each example's mask set uniformly, then sample ancestrally along its ordering."""
-        which = torch.randint(self.num_masks, (n,), device=self._device())
-        x = torch.zeros(n, *self.event_shape, device=self._device())
         current = self.mask_index
         try:
-            for k in which.unique().tolist():
-                self.mask_index = k
-                x[which == k] = super().sample(int((which == k).sum()))
+            return mixture_sample(n, self.num_masks, self._sample_with_mask, self.event_shape, self._device())
         finally:
             self.mask_index = current
-        return x
+
+    def _sample_with_mask(self, rows, k):
+        self.mask_index = k
+        return super().sample(int(rows.sum()))
 
     def training_masks(self):
         """The masks of this training call: fresh ones (order-agnostic), the next of K > 1 sets, or None

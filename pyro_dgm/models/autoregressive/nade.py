@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import AutoregressiveModel, check_order, inverse_order
+from .base import AutoregressiveModel, check_order, inverse_order, mixture_log_prob, mixture_sample
 from ...checks import count
 from ...distributions.autoregressive import AutoregressiveDistribution
 
@@ -101,20 +101,18 @@ class NADE(AutoregressiveModel):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """The ensemble's :math:`\\log \\frac{1}{K}\\sum_k p(x \\mid o_k)` (K = 1: the one ordering's)."""
-        lps = torch.stack([self.log_prob_under(x, k) for k in range(self.num_orderings)])
-        return torch.logsumexp(lps, 0) - math.log(self.num_orderings)
+        return mixture_log_prob(self.log_prob_under, x, self.num_orderings)
 
     def sample(self, n: int) -> torch.Tensor:
         """Ancestral sampling in O(D H) per example: draw each example's ordering, then the running sum,
         one dimension at a time."""
-        which = torch.randint(self.num_orderings, (n,), device=self._device())
-        x = torch.zeros(n, self.dim, device=self._device())
         with torch.no_grad():
-            for k in which.unique().tolist():
-                x[which == k] = self._sample_along(int((which == k).sum()), self.orders[k])
+            x = mixture_sample(n, self.num_orderings, self._sample_along, (self.dim,), self._device())
         return x.view(n, *self.event_shape)
 
-    def _sample_along(self, n: int, order: torch.Tensor) -> torch.Tensor:
+    def _sample_along(self, rows: torch.Tensor, k: int) -> torch.Tensor:
+        """Draws for the ``rows`` (a bool mask) that take ordering k."""
+        n, order = int(rows.sum()), self.orders[k]
         x = torch.zeros(n, self.dim, device=self._device())
         a = self.c.expand(n, -1)
         for j in order.tolist():
