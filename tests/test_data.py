@@ -123,3 +123,27 @@ def test_dynamic_dequantized_draws_fresh_noise_inside_each_level_and_trains_with
                        (lambda: DynamicDequantized(levels, 17, y[:3]), "64 rows")]:
         with pytest.raises(ValueError, match=match):
             bad()
+
+
+def test_dynamic_dequantized_feeds_a_plain_pyro_program_with_its_labels():
+    import pyro
+    import pyro.distributions as dist
+
+    import pyro_dgm
+    from pyro_dgm.data import DynamicDequantized, load_digits, load_digits_labels
+
+    levels, y = load_digits("train", "levels"), load_digits_labels("train")
+    seen = []
+
+    def model(x, y):
+        seen.append(y.shape)
+        loc = pyro.param("loc", torch.zeros(64))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    pyro.clear_param_store()
+    pyro_dgm.fit(model, None, DynamicDequantized(levels, 17, y), epochs=30, batch_size=256, lr=0.05,
+                     progress=False)
+    loc = pyro.param("loc")  # fit trains the param store's tensor in place
+    target = ((levels + 0.5) / 17).mean(0)  # the mean of the dequantized pixels
+    assert seen[0] == (256,) and (loc.detach() - target).abs().max() < 0.05
