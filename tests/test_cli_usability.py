@@ -47,12 +47,12 @@ def test_a_run_loads_after_a_release_changes_a_default(tmp_path, monkeypatch):
     run = tmp_path / "vae"
     assert main(TRAIN + ["--model", "vae", "--model-option", "hidden=(16,)", "--out", str(run)]) == 0
     meta = json.loads((run / "run.json").read_text())
-    assert meta["build_options"] == {"latent_dim": 8, "hidden": [16]} and meta["model_options"] == {"hidden": [16]}
+    assert meta["build_options"] == {"latent_dim": 16, "hidden": [16]} and meta["model_options"] == {"hidden": [16]}
     build = registry.get_model("vae").build
     monkeypatch.setattr(build, "__defaults__", (3, (256,)))  # a later release: latent_dim=3 by default
     assert registry.get_model("vae").build((64,), "binary").latent_dim == 3
     loaded = load_run(run)
-    assert loaded.module.latent_dim == 8 and sample_program(loaded.module.model, 2).shape == (2, 64)
+    assert loaded.module.latent_dim == 16 and sample_program(loaded.module.model, 2).shape == (2, 64)
 
 
 def test_objective_options_reach_the_objective():
@@ -86,7 +86,7 @@ def test_train_help_shows_every_default_and_each_models_options(capsys):
            "(default: 0)" in text
     assert "--device DEVICE torch device: cpu, cuda, cuda:1, or auto (CUDA if there is one; a GPU per torchrun " \
            "process) (default: auto)" in text
-    assert "vae (vae): lr=0.001 epochs=100 batch_size=64; options: latent_dim=8 hidden=(256,)" in text
+    assert "vae (vae): lr=0.001 epochs=100 batch_size=64; options: latent_dim=16 hidden=(256,)" in text
     assert "options: method='exact' num_projections=1 sigma=0.1" in text  # ebm-sm's objective
     assert "loss='ns'" in text  # the GANs'
 
