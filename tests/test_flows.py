@@ -11,7 +11,7 @@ from pyro.distributions.transforms import BatchNorm
 from pyro.nn import AutoRegressiveNN
 
 import pyro_dgm
-from pyro_dgm.models import flows as F
+from pyro_dgm.models import DiagonalGaussian, flows as F
 from pyro_dgm.nets import conv_net, mlp
 from pyro_dgm.registry import get_model
 
@@ -370,14 +370,41 @@ def test_dequantized_flow_scores_levels_by_the_bound():
 
 def test_logit_transform_log_det_in_reported_likelihood():
     flow = F.NICE(2, num_couplings=1, hidden=(4,), logit=0.1)
+    torch.nn.init.zeros_(flow.flow.parts[1].net[-1].weight)  # the coupling made the identity
     x = torch.rand(5, 2)
     z = torch.logit(0.1 + 0.8 * x)
     expected = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) + (math.log(0.8) - torch.log(0.1 + 0.8 * x)
                                                             - torch.log(0.9 - 0.8 * x)).sum(-1)
-    assert torch.allclose(flow.log_prob(x), expected, atol=1e-5)  # identity couplings at init
+    assert torch.allclose(flow.log_prob(x), expected, atol=1e-5)
 
 
 # ----------------------------------------------------------------- training with fit
+
+def test_nice_couplings_start_near_the_identity_with_gradient_in_every_layer():
+    x = pyro_dgm.data.toy_2d("8gaussians", 4000, seed=0)
+    torch.manual_seed(0)
+    flow = F.NICE(2, num_couplings=4, hidden=(64, 64))
+    nets = [part.net for part in flow.flow.parts if isinstance(part, F.AdditiveCoupling)]
+    with torch.no_grad():
+        assert max(float(net(x).abs().max()) for net in nets) < 0.1  # shifts of a few hundredths
+    (-flow.log_prob(x).mean()).backward()
+    # a zero last layer gives the hidden layers no gradient at all, whatever the data
+    assert min(float(net[0].weight.grad.norm()) for net in nets) > 1e-4
+
+
+def test_nice_leaves_the_gaussian_on_8000_points_of_8_gaussians():
+    # The symmetric data once kept NICE exactly at the Gaussian (3.540 nats here): a zero last layer had only
+    # sampling noise as gradient, and under Adam the coupling nets' ReLUs died.
+    x = pyro_dgm.data.toy_2d("8gaussians", 8000, seed=1)
+    xtest = pyro_dgm.data.toy_2d("8gaussians", 1000, seed=101)
+    torch.manual_seed(1)
+    gaussian = DiagonalGaussian(2)
+    pyro_dgm.fit(gaussian.model, None, x, epochs=20, batch_size=1000, lr=5e-2, seed=1, progress=False)
+    flow = get_model("nice").build(torch.Size([2]), "points", num_couplings=4, hidden=(64, 64))
+    pyro_dgm.fit(flow.model, None, x, epochs=12, batch_size=256, lr=3e-3, seed=1, progress=False)
+    nll, baseline = (pyro_dgm.evaluate(m.model, xtest)["nll"] for m in (flow, gaussian))
+    assert nll < baseline - 1.0, (nll, baseline)
+
 
 @pytest.mark.parametrize("name, gain", [("nice", 0.5), ("realnvp", 0.5), ("maf", 0.5), ("iresnet", 0.05)])
 def test_flows_train_with_fit_on_a_2d_toy(name, gain):

@@ -149,9 +149,33 @@ class NICE(FlowModel):
         count("num_couplings", num_couplings)
         parts = [LogitTransform(logit)] if logit is not None else []
         hidden = widths("hidden", hidden, allow_empty=True)
-        parts += [AdditiveCoupling(alternating_mask(dim, i % 2), mlp((dim, *hidden, dim), zero_init=True))
+        parts += [AdditiveCoupling(alternating_mask(dim, i % 2), coupling_net(dim, hidden))
                   for i in range(num_couplings)]
         super().__init__(dim, parts + [DiagonalScaling(dim)])
+
+
+#: Standard deviation of the coupling networks' last-layer weights at initialisation (biases start at zero).
+LAST_INIT_STD = 1e-2
+
+
+def coupling_net(dim: int, hidden) -> nn.Sequential:
+    """The MLP :math:`m` of one additive coupling: ReLU layers, the last one's weights small and random.
+
+    Not zero: with a zero last layer, the hidden layers get no gradient and the last
+    one only :math:`E[x_2 h(x_1)]`, which is zero when the data are symmetric about 0
+    given the kept half (8 Gaussians), so only sampling noise moves it; Adam turns that
+    noise into full-size steps, the ReLUs die, and NICE stays at a Gaussian. Small
+    random weights give the hidden layers a gradient from the first step.
+
+    Example::
+
+        >>> net = coupling_net(4, (8,))
+        >>> bool(net[-1].bias.eq(0).all()), bool(net[-1].weight.ne(0).all())
+        (True, True)
+    """
+    net = mlp((dim, *hidden, dim), zero_init=True)
+    nn.init.normal_(net[-1].weight, std=LAST_INIT_STD)
+    return net
 
 
 def _logit_for(data_kind):
