@@ -65,6 +65,7 @@ class ToyRun:
     batch_size: int = 256
     critic: dict = field(default_factory=dict)  # MLPCritic keyword arguments
     generator: dict = field(default_factory=lambda: {"latent_dim": 2})  # MLPGenerator keyword arguments
+    decay: float = 0.0  # both lrs fall linearly to 0 over this last fraction of each player's updates
 
 
 ADAM_GAN, ADAM_WGAN = _adam(1e-3, (0.5, 0.999)), _adam(1e-3, (0.5, 0.9))
@@ -118,13 +119,23 @@ DIGIT_RUNS = {
 }
 
 
-def _train(gen, critic, data, objective_kwargs, steps, fit_kwargs, batch_size, seed):
+def _linear_decay(fraction, updates):
+    """A scheduler factory: lr factor 1, then falling linearly to 0 over the last ``fraction`` of ``updates``."""
+    span = max(1.0, fraction * updates)
+    return lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (updates - i) / span))
+
+
+def _train(gen, critic, data, objective_kwargs, steps, fit_kwargs, batch_size, seed, decay=0.0):
     """Train; return (generator updates, wall-clock s, CPU s, diverged). CPU time is the one-core cost.
 
     A run whose loss becomes NaN or infinite is reported and its generator scored as it was then.
     """
     t0, c0 = time.perf_counter(), time.process_time()
     objective = Adversarial(critic, **objective_kwargs)
+    if decay:  # each player's schedule counts its own updates (the generator steps once in n_critic)
+        updates = {"critic": steps, "generator": steps // objective.n_critic}
+        fit_kwargs = {**fit_kwargs, "scheduler_every": "step",
+                      "scheduler": {g: _linear_decay(decay, n) for g, n in updates.items()}}
     try:
         result = pyro_dgm.fit(gen.model, None, data, objective=objective, steps=steps, batch_size=batch_size,
                               seed=seed, progress=False, **fit_kwargs)
@@ -146,7 +157,7 @@ def score_toy(name: str, run: ToyRun, seed: int, scale: float = 1.0) -> dict:
     torch.manual_seed(seed)
     gen, critic = MLPGenerator(2, **run.generator), MLPCritic(2, **run.critic)
     updates, wall, cpu, diverged = _train(gen, critic, data, run.objective, _steps(run.steps, scale), run.fit,
-                                          run.batch_size, seed)
+                                          run.batch_size, seed, run.decay)
     with torch.no_grad():
         samples = gen.sample(2500)
     cover = mode_coverage(samples, name)

@@ -249,6 +249,19 @@ def test_r1_penalty_is_the_squared_gradient_on_the_data_and_weighted_by_half_gam
         assert {k: float(v.detach()) for k, v in terms.items()} == {k: float(v.detach()) for k, v in plain.items()}
 
 
+
+
+def test_lazy_r1_penalizes_one_batch_in_r1_every_with_that_weight():
+    """r1_every=k (Karras et al., 2020): the penalty k * gamma/2 E_P|grad V|^2 on steps 0, k, 2k, ..., 0 between."""
+    torch.manual_seed(0)
+    critic, x = Quadratic([0.3, -0.2, 0.5]), torch.randn(64, 3)
+    eager = float(Adversarial(critic, r1_weight=2.0).critic_loss(x, x + 1.0)["penalty"].detach())
+    gen = MLPGenerator(3, latent_dim=2, hidden=(8,))
+    r = pyro_dgm.fit(gen.model, None, x, objective=Adversarial(critic, r1_weight=2.0, r1_every=3), steps=7,
+                     batch_size=64, lr=1e-9, progress=False)  # a tiny lr: the critic stays the one scored above
+    penalties = r.terms["critic/penalty"]
+    assert [i for i, p in enumerate(penalties) if p != 0] == [0, 3, 6]
+    assert penalties[0] == pytest.approx(3 * eager, rel=1e-4)
 class Constant(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -385,6 +398,8 @@ def test_bad_arguments_name_the_argument():
         (lambda: Adversarial(critic, loss="wgan-gp", gp_weight=-1.0), "gp_weight"),
         (lambda: Adversarial(critic, loss="wgan", r1_weight=1.0), "r1_weight"),
         (lambda: Adversarial(critic, loss="ns", r1_weight=0.0), "r1_weight"),
+        (lambda: Adversarial(critic, loss="ns", r1_every=4), "r1_every"),
+        (lambda: Adversarial(critic, loss="ns", r1_weight=1.0, r1_every=0), "r1_every"),
         (lambda: Adversarial(critic, loss="ns", nonsaturating=True), "nonsaturating"),
         (lambda: MLPGenerator(2, output="relu"), "output"),
         (lambda: MLPGenerator(2, latent_dim=0), "latent_dim"),
