@@ -28,10 +28,11 @@ short-run chains from noise at 1e-3 (the earlier row) learned a blurred ring.
 At a learning rate of 2e-2 the learned density held 94.5% of its mass within
 3 std of a mode (training seeds 0 and 3: 94.5%, 95.4%), too little for any
 exact sampler to be as sharp as the data; at 6e-2 it holds 96.5%, 96.4% and
-96.1% (seeds 0, 3, 5) in the same 500 steps. Not better: Langevin steps of
-5e-3 (87%), an energy penalty of 0.2 (67%; 0.01 diverges), MALA negatives
-(90%: the unadjusted chain's overdispersion is what sharpens CD's model),
-CD-40 (93%); 1,000 steps at 2e-2 reach 97.2% at twice the cost.
+96.1% (seeds 0, 3, 5) in the same 500 steps (4e-2: 95.9%, 95.4%). Not better,
+each at 2e-2 on seed 0: Langevin steps of 5e-3 (87%), an energy penalty of 0.2
+(67%; 0.01 diverges), MALA negatives (90%: the unadjusted chain's
+overdispersion is what sharpens CD's model), CD-40 (93%); 1,000 steps at 2e-2
+reach 97.2% (seeds 0 and 3) at twice the cost.
 NCE (against the fitted Gaussian) runs 2,000 steps at 1e-2, cosine-decayed: at
 500 or 1,000 steps it is still on a ring (gap 1.4 and 1.1 nats on the
 validation split), at 2,000 it is 0.02 nats off; its steps are cheap (2,000
