@@ -381,7 +381,8 @@ def _registered_specs(meta: dict, run_dir: Path):
 def _build_with_weights(spec, dspec, meta: dict, weights: bytes, run_dir: Path):
     """The module a run.json describes, holding the weights of its model.pt."""
     shape = tuple(meta["event_shape"])
-    given = {**meta.get("build_options", {}), **meta.get("model_options", {})}  # runs before build_options: given only
+    # Runs before build_options hold the given options only; options added since then take their old value.
+    given = {**spec.options_added, **meta.get("build_options", {}), **meta.get("model_options", {})}
     options = {k: _from_json(v) for k, v in given.items()}
     try:
         module = spec.build(shape, dspec.kind, **_split_options(spec, options)[0])

@@ -33,6 +33,8 @@ class ModelSpec:
         fit_defaults: keyword arguments for ``fit`` (lr, batch_size, epochs).
         description: one line for ``pyro-dgm train --help``.
         conditional: the program is ``model(x, y)``: it trains on batches ``(x, labels)``.
+        options_added: builder options added after runs were recorded, with the value those runs were
+            built with: a ``run.json`` whose options lack one loads with it, not with today's default.
     """
 
     name: str
@@ -43,6 +45,7 @@ class ModelSpec:
     fit_defaults: dict = field(default_factory=dict)
     description: str = ""
     conditional: bool = False
+    options_added: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -58,12 +61,12 @@ DATA: dict[str, DataSpec] = {}
 
 
 def register_model(name, *, family, data_kinds=("binary",), objective=None, fit_defaults=None,
-                   description="", conditional=False):
+                   description="", conditional=False, options_added=None):
     """Decorator: register ``build`` under ``name``."""
     def deco(build):
         MODELS[name] = ModelSpec(name, family, build, objective, tuple(data_kinds),
                                  dict(fit_defaults or {}), description or (build.__doc__ or "").strip(),
-                                 bool(conditional))
+                                 bool(conditional), dict(options_added or {}))
         return build
     return deco
 

@@ -55,6 +55,22 @@ def test_a_run_loads_after_a_release_changes_a_default(tmp_path, monkeypatch):
     assert loaded.module.latent_dim == 16 and sample_program(loaded.module.model, 2).shape == (2, 64)
 
 
+def test_a_run_recorded_before_an_option_existed_loads_with_the_value_it_was_built_with(tmp_path):
+    """cflow's transform= came after runs recorded their build_options: those were couplings, not MAF layers."""
+    run = tmp_path / "cflow"
+    assert main(["train", "--model", "cflow", "--data", "digits-continuous", "--steps", "2", "--batch-size", "32",
+                 "--no-progress", "--model-option", "transform='coupling'", "--model-option", "num_layers=2",
+                 "--model-option", "hidden=(8,)", "--out", str(run)]) == 0
+    meta = json.loads((run / "run.json").read_text())
+    for key in ("build_options", "model_options"):  # as a run of the release before transform= wrote it
+        del meta[key]["transform"]
+    (run / "run.json").write_text(json.dumps(meta))
+    loaded = load_run(run)
+    assert type(loaded.module.couplings[0]).__name__ == "ConditionalAffineCoupling"
+    assert registry.get_model("cflow").build((64,), "continuous").couplings[0].__class__.__name__ != \
+        "ConditionalAffineCoupling"  # today's default is the MAF
+
+
 def test_objective_options_reach_the_objective():
     gan = registry.get_model("gan")
     module = gan.build((2,), "points")

@@ -95,6 +95,7 @@ def digits():
     (lambda: ConditionalVAE(64, latent_dim=4, hidden=(64, 64), label_every_layer=True), "binary", True, 2.0),
     (lambda: ConditionalMADE(64, hidden=(128,)), "binary", False, 2.0),
     (lambda: ConditionalFlow(64, num_layers=4, hidden=(64,)), "continuous", False, 1.0),
+    (lambda: ConditionalFlow(64, num_layers=2, hidden=(64,), transform="autoregressive"), "continuous", False, 1.0),
 ])
 def test_conditional_densities_prefer_the_true_label(digits, make, kind, guide, margin):
     """After a short fit (240 steps), log p(x | y) beats log p(x | wrong y) on average by the margin in nats."""
@@ -110,6 +111,40 @@ def test_conditional_densities_prefer_the_true_label(digits, make, kind, guide, 
     assert wrong_nll - right_nll > margin, (right_nll, wrong_nll)
     samples = sample_program(m.model, 5, args=(torch.arange(5),))
     assert samples.shape == (5, 64)
+
+
+@pytest.mark.parametrize("transform", ["coupling", "autoregressive"])
+def test_a_conditional_flow_scores_by_the_change_of_variables_and_samples_its_class(transform):
+    """log p(x | y) = log N(f(x); mu_y, sigma_y) + log|det df/dx|, f the normalizing map and its Jacobian by
+    autograd; draws for label y map back to the base of y."""
+    torch.manual_seed(0)
+    m = ConditionalFlow(3, num_classes=2, num_layers=3, hidden=(8,), transform=transform).double()
+    with torch.no_grad():
+        m.prior.weight.normal_(0, 0.5)
+        for p in m.couplings.parameters():  # couplings start at the identity: move them off it
+            p.add_(0.3 * torch.randn_like(p))
+    x, y = torch.rand(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0])
+    for i in range(4):
+        d = m.distribution(y[i:i + 1])
+
+        def f(v):
+            for t in reversed(d.transforms):
+                v = t.inv(v)
+            return v
+
+        jac = torch.autograd.functional.jacobian(lambda v: f(v.unsqueeze(0)).squeeze(0), x[i])
+        expected = d.base_dist.log_prob(f(x[i:i + 1])) + torch.linalg.slogdet(jac).logabsdet
+        assert torch.allclose(m.log_prob(x[i:i + 1], y[i:i + 1]), expected, atol=1e-8)
+    assert not torch.allclose(m.log_prob(x, y), m.log_prob(x, 1 - y))
+    ones = torch.ones(4000, dtype=torch.long)
+    torch.manual_seed(1)
+    z = m.sample(ones)
+    for t in reversed(m.distribution(ones).transforms):  # back to the base: N(mu_1, sigma_1^2)
+        z = t.inv(z)
+    loc, log_scale = m.prior.weight[1].chunk(2)
+    assert torch.allclose(z.mean(0), loc, atol=0.1) and torch.allclose(z.std(0), log_scale.exp(), rtol=0.1)
+    with pytest.raises(ValueError, match="transform"):
+        ConditionalFlow(3, transform="spline")
 
 
 def test_label_every_layer_reaches_the_decoder_s_output_through_each_layer():

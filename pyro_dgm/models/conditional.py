@@ -9,8 +9,8 @@ class: ``m.sample(y)`` or ``pyro_dgm.programs.sample_program(m.model, n, args=(y
 * :class:`ConditionalMADE`: a :class:`~pyro_dgm.models.MADE` whose label
   units have degree 0, so they reach every hidden unit and every output.
 * :class:`ConditionalFlow`: Pyro's ``ConditionalTransformedDistribution`` of
-  conditional affine couplings (``ConditionalDenseNN`` hypernets) and a final
-  sigmoid onto (0, 1).
+  conditional MAF layers or affine couplings (the label as an input of each
+  layer's network) and a final sigmoid onto (0, 1).
 * :class:`ConditionalGAN` with :class:`ProjectionCritic`: generator
   :math:`G(z, y)`, critic :math:`V(x, y) = \\psi(\\phi(x)) + e_y^T \\phi(x)` (Miyato and
   Koyama, 2018).
@@ -28,7 +28,8 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import Permute, conditional_affine_coupling
+from pyro.distributions.conditional import ConditionalTransformModule
+from pyro.distributions.transforms import Permute, conditional_affine_autoregressive, conditional_affine_coupling
 from pyro.nn import DenseNN, PyroModule
 from torch import nn
 from torch.distributions.transforms import AffineTransform, SigmoidTransform
@@ -252,6 +253,21 @@ class ConditionalMADE(MADE):
 
 # ---------------------------------------------------------------- flow
 
+class _ConditionalInverse(ConditionalTransformModule):
+    """The inverse of a conditional transform given the context (Pyro's conditional transforms have no ``inv``).
+
+    A MAF layer in the sampling direction is Pyro's autoregressive transform inverted: the data-to-noise
+    direction, the one scoring needs, is then its one parallel pass.
+    """
+
+    def __init__(self, transform):
+        super().__init__()
+        self.transform = transform
+
+    def condition(self, context):
+        return self.transform.condition(context).inv
+
+
 class ConditionalFlow(PyroModule):
     """:math:`x = (\\mathrm{sigmoid}(g_K \\circ \\dots \\circ g_1(z; y)) - \\alpha) / (1 - 2\\alpha)` for data in [0, 1).
 
@@ -260,12 +276,21 @@ class ConditionalFlow(PyroModule):
     sigmoid's infinite tails, so a test pixel brighter than any training one
     costs a bounded number of nats.
 
-    Each :math:`g_i` is Pyro's conditional affine coupling (a ``ConditionalDenseNN``
-    on the kept half and the one-hot label) followed by a fixed random
-    permutation, and :math:`z \\sim \\mathcal N(\\mu_y, \\mathrm{diag}\\, \\sigma_y^2)` has a learned
-    mean and scale per class (Glow's class-conditional prior); site "x" is
+    Each :math:`g_i` is followed by a fixed random permutation and is, with
+    ``transform="coupling"``, Pyro's conditional affine coupling (a
+    ``ConditionalDenseNN`` on the kept half and the one-hot label), or, with
+    ``transform="autoregressive"``, the inverse of Pyro's conditional affine
+    autoregressive transform (a MAF layer, Papamakarios et al., 2017: its
+    ``ConditionalAutoRegressiveNN`` reads the label at degree 0). Either way the
+    density is one pass; a MAF draws one pixel at a time.
+    :math:`z \\sim \\mathcal N(\\mu_y, \\mathrm{diag}\\, \\sigma_y^2)` has a learned mean
+    and scale per class (Glow's class-conditional prior); site "x" is
     ``ConditionalTransformedDistribution(base_y, ...).condition(e_y)``, scored
-    exactly by the change of variables (one pass of the inverses).
+    exactly by the change of variables.
+
+    On the digits the MAF's samples are labelled as their class 0.93 of the time
+    against 0.77 for 10 couplings at about the same validation NLL
+    (``benchmarks/controlled.py``).
 
     Example::
 
@@ -275,22 +300,33 @@ class ConditionalFlow(PyroModule):
         >>> x = f.sample(y)
         >>> x.shape, bool(((x > -0.06) & (x < 1.06)).all()), f.log_prob(x, y).shape
         (torch.Size([3, 4]), True, torch.Size([3]))
+        >>> maf = ConditionalFlow(4, num_classes=2, num_layers=2, hidden=(8,), transform="autoregressive")
+        >>> maf.sample(y).shape, maf.log_prob(x, y).shape
+        (torch.Size([3, 4]), torch.Size([3]))
     """
 
     def __init__(self, event_shape, num_classes: int = 10, num_layers: int = 6, hidden=(256, 256), seed: int = 0,
-                 alpha: float = 0.05):
+                 alpha: float = 0.05, transform: str = "coupling"):
         super().__init__()
         self.event_shape = as_event_shape(event_shape)
         if len(self.event_shape) != 1:
             raise ValueError(f"event_shape: ConditionalFlow models flat data, got {tuple(self.event_shape)}")
+        if transform not in ("coupling", "autoregressive"):
+            raise ValueError(f"transform: expected 'coupling' or 'autoregressive', got {transform!r}")
         d = self.event_shape[0]
         self.num_classes = count("num_classes", num_classes)
+        count("num_layers", num_layers)
         g = torch.Generator().manual_seed(seed)
-        self.couplings = nn.ModuleList(conditional_affine_coupling(d, num_classes, list(hidden))
-                                       for _ in range(count("num_layers", num_layers)))
-        for c in self.couplings:  # start each coupling at the identity
-            nn.init.zeros_(c.nn.layers[-1].weight)
-            nn.init.zeros_(c.nn.layers[-1].bias)
+        if transform == "coupling":
+            self.couplings = nn.ModuleList(conditional_affine_coupling(d, num_classes, list(hidden))
+                                           for _ in range(num_layers))
+            for c in self.couplings:  # start each coupling at the identity
+                nn.init.zeros_(c.nn.layers[-1].weight)
+                nn.init.zeros_(c.nn.layers[-1].bias)
+        else:
+            self.couplings = nn.ModuleList(_ConditionalInverse(conditional_affine_autoregressive(d, num_classes,
+                                                                                                 list(hidden)))
+                                           for _ in range(num_layers))
         self.register_buffer("perms", torch.stack([torch.randperm(d, generator=g) for _ in range(num_layers)]))
         self.register_buffer("base_loc", torch.zeros(d))
         # Glow's class-conditional prior (Kingma and Dhariwal, 2018): a learned mean and log-scale of z per class.
@@ -496,9 +532,12 @@ def _build_cmade(event_shape, data_kind, num_classes=10, hidden=(500,), **option
 
 @register_model("cflow", family="flow", data_kinds=("continuous",), conditional=True,
                 fit_defaults={"lr": 1e-3, "epochs": 100, "batch_size": 64},
-                description="class-conditional RealNVP-style flow (Pyro's ConditionalTransformedDistribution)")
-def _build_cflow(event_shape, data_kind, num_classes=10, num_layers=10, hidden=(256, 256), **options):
-    return ConditionalFlow(event_shape, num_classes, num_layers, hidden)
+                description="class-conditional MAF, or couplings with transform='coupling' "
+                            "(Pyro's ConditionalTransformedDistribution)",
+                options_added={"transform": "coupling"})
+def _build_cflow(event_shape, data_kind, num_classes=10, num_layers=12, hidden=(256, 256), transform="autoregressive",
+                 **options):
+    return ConditionalFlow(event_shape, num_classes, num_layers, hidden, transform=transform)
 
 
 def _cgan_objective(module, loss="hinge", **options):
