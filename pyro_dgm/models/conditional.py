@@ -288,9 +288,8 @@ class ConditionalFlow(PyroModule):
     ``ConditionalTransformedDistribution(base_y, ...).condition(e_y)``, scored
     exactly by the change of variables.
 
-    On the digits the MAF's samples are labelled as their class 0.93 of the time
-    against 0.77 for 10 couplings at about the same validation NLL
-    (``benchmarks/controlled.py``).
+    On the digits the shipped classifier labels 0.942 of 12 MAF layers' samples as
+    their class, against 0.789 for 10 couplings (``benchmarks/controlled.py``).
 
     Example::
 
