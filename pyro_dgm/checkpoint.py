@@ -105,13 +105,19 @@ def save_atomic(obj: dict, path) -> Path:
     gets the user's usual permissions (0o666 less the umask). A full disk is
     an ``OSError`` that says so, and the previous checkpoint is kept.
     """
+    return write_atomic(path, lambda f: torch.save(obj, f), "checkpoint")
+
+
+def write_atomic(path, write, what: str = "file") -> Path:
+    """``write(f)`` into a temporary file beside ``path``, fsync it and rename it to ``path``
+    (:func:`save_atomic` for anything written to a binary file: a figure, a tensor)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _user_mode())
@@ -120,8 +126,8 @@ def save_atomic(obj: dict, path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if _no_space(err):
-            raise OSError(errno.ENOSPC, f"checkpoint: no space left on the device writing {str(path)!r}; "
-                          "the previous checkpoint is kept") from err
+            raise OSError(errno.ENOSPC, f"{what}: no space left on the device writing {str(path)!r}; "
+                          f"the previous {what} is kept") from err
         raise
     fsync_dir(path.parent)
     return path

@@ -29,7 +29,7 @@ import pyro
 import torch
 
 from . import __version__, registry
-from .checkpoint import fsync_dir
+from .checkpoint import fsync_dir, write_atomic
 
 RUN_FILE, WEIGHTS_FILE, CKPT_FILE = "run.json", "model.pt", "checkpoint.pt"
 # A save writes the weights to WEIGHTS_TMP and the new run.json to PENDING_FILE, then renames both.
@@ -638,8 +638,9 @@ def cmd_sample(args):
     with torch.no_grad():
         x = draw(module, args.num, y)
     _stage(f"writing {path} and {tensor.name}")
+    # Each file whole or not at all; the tensor (the draws themselves) first, then its picture.
+    write_atomic(tensor, lambda f: torch.save(x, f), "samples")
     save_samples(x, path, dspec.kind)
-    torch.save(x, tensor)
     print(f"{args.num} samples of {meta['model']}: {path} (tensor {tensor})")
     return 0
 

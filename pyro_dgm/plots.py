@@ -7,7 +7,6 @@ saves it (PNG at 120 dpi). Nothing is shown; use ``fig.show()`` in a notebook.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,11 +18,15 @@ __all__ = ["save", "grid_columns", "sample_grid", "reconstructions", "latent_sca
 
 
 def save(fig, path):
-    """Save ``fig`` as a PNG at 120 dpi (folders created) when ``path`` is given; return it."""
+    """Save ``fig`` as a PNG at 120 dpi (folders created) when ``path`` is given; return it.
+
+    The file is written whole or not at all (a temporary file renamed into place), so a crash
+    while saving leaves the previous figure.
+    """
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        from .checkpoint import write_atomic
+
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), "figure")
     return fig
 
 

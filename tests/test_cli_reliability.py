@@ -251,6 +251,31 @@ def test_sample_out_replaces_earlier_samples(run):
     assert (run / "model.pt").read_bytes() == weights
 
 
+@pytest.mark.parametrize("dies_in", ["figure", "tensor"])
+def test_a_sample_that_dies_while_writing_leaves_every_file_whole(run, monkeypatch, dies_in):
+    assert main(["sample", "--run", str(run), "--num", "3"]) == 0
+    before = {name: (run / name).read_bytes() for name in ("samples.png", "samples.pt")}
+
+    def torn(f):  # half a file, then the process is killed
+        f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    if dies_in == "figure":
+        import matplotlib.figure
+
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, f, **kw: torn(f))
+    else:
+        monkeypatch.setattr(torch, "save", lambda obj, f, **kw: torn(f))
+    with pytest.raises(KeyboardInterrupt):
+        main(["sample", "--run", str(run), "--num", "5"])
+    assert (run / "samples.png").read_bytes() == before["samples.png"]
+    if dies_in == "tensor":  # written first: nothing was replaced
+        assert (run / "samples.pt").read_bytes() == before["samples.pt"]
+    else:  # the new draws are there whole; the old picture stays until the new one is complete
+        assert torch.load(run / "samples.pt", weights_only=True).shape == (5, 64)
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
 # ------------------------------------------------------------------ 13: broken run folders
 
 def _set_meta(run, **changes):
