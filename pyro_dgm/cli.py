@@ -576,6 +576,30 @@ def cmd_list(args):
     return 0
 
 
+class RunIdentity:
+    """What a run trains (model, data, seed), kept in fit's checkpoint as a callback's state.
+
+    fit saves every callback's ``state_dict`` in the checkpoint and hands it
+    back to ``load_state_dict`` on resume, before the first step: there a run
+    resumed with other data (``moons`` for ``8gaussians``: the same shapes, so
+    no weight would disagree) is refused. Checkpoints written without it resume
+    unchecked.
+    """
+
+    def __init__(self, **identity):
+        self.identity = identity
+
+    def state_dict(self) -> dict:
+        return dict(self.identity)
+
+    def load_state_dict(self, saved: dict) -> None:
+        changed = [f"--{k.replace('_', '-')} {saved[k]} (now {v})" for k, v in self.identity.items()
+                   if k in saved and saved[k] != v]
+        if changed:
+            raise UsageError(f"--resume: the checkpoint was trained with {', '.join(changed)}; resume with the same "
+                             "settings, or train afresh with --overwrite")
+
+
 def _resumed_options(out: Path, options: dict, given: bool) -> dict:
     """A resumed run keeps the model options of its run.json; other ones given anew are refused."""
     if not (out / RUN_FILE).is_file():
@@ -609,9 +633,11 @@ def cmd_train(args):
     model, guide = _programs(module)
     t0 = time.perf_counter()
     data = x if y is None else torch.utils.data.TensorDataset(x, y)  # batches (x, y): model(x, y)
+    identity = RunIdentity(model=args.model, data=args.data, seed=args.seed)
     result = fit(model, guide, data, objective=_objective(spec, module, dspec.kind, options), device=args.device,
                  seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
-                 resume=args.resume, progress=False if args.no_progress else None, compile=args.compile, **kwargs)
+                 resume=args.resume, progress=False if args.no_progress else None, compile=args.compile,
+                 callbacks=[identity], **kwargs)
     seconds = time.perf_counter() - t0
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 writes the run and speaks for all
         return 0

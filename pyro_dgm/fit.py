@@ -264,7 +264,8 @@ def fit(
         callbacks: objects with ``on_step_end(state)``, ``on_epoch_end(state)``
             and ``on_train_end(state)`` (see :class:`FitState`), or plain
             callables called every step. A callback's ``state_dict()`` /
-            ``load_state_dict()``, if it has them, go into checkpoints.
+            ``load_state_dict()``, if it has them, go into checkpoints (an
+            object with only these two is state that rides in the checkpoint).
         checkpoint: path of the checkpoint file, written atomically every
             ``checkpoint_every`` steps, at every epoch end and at the end.
         resume: True to continue from ``checkpoint`` if it exists, or a path.

@@ -60,9 +60,12 @@ def check_arguments(*, epochs, steps, checkpoint_every, lr, clip_grad, precision
     if progress is not None and not isinstance(progress, bool):
         raise ValueError(f"progress: expected True, False or None, got {progress!r}")
     hooks = ("on_step_end", "on_epoch_end", "on_train_end")
-    bad = [cb for cb in callbacks if not (callable(cb) or any(hasattr(cb, h) for h in hooks))]
+    stateful = ("state_dict", "load_state_dict")  # state that only rides in the checkpoint
+    bad = [cb for cb in callbacks if not (callable(cb) or any(hasattr(cb, h) for h in hooks)
+                                          or all(hasattr(cb, h) for h in stateful))]
     if bad:
-        raise ValueError(f"callbacks: expected objects with {'/'.join(hooks)} or callables, got {bad!r}")
+        raise ValueError(f"callbacks: expected objects with {'/'.join(hooks)} (or state_dict and load_state_dict), "
+                         f"or callables, got {bad!r}")
 
 
 def as_training_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

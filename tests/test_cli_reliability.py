@@ -251,6 +251,25 @@ def test_sample_out_replaces_earlier_samples(run):
     assert (run / "model.pt").read_bytes() == weights
 
 
+@pytest.mark.parametrize("change", [["--data", "moons"], ["--seed", "3"]])
+def test_resume_refuses_other_data_or_another_seed_before_any_step(tmp_path, capsys, change):
+    """8gaussians and moons have the same shapes: only the checkpoint's record of the run tells them apart."""
+    run = tmp_path / "maf"
+    base = ["train", "--model", "maf", "--data", "8gaussians", "--steps", "2", "--batch-size", "32", "--no-progress",
+            "--out", str(run)]
+    assert main(base) == 0
+    before = _contents(run)
+    again = base[:base.index("--steps")] + ["--steps", "4"] + base[base.index("--batch-size"):]
+    swapped = [change[1] if a == "8gaussians" and change[0] == "--data" else a for a in again]
+    if change[0] == "--seed":
+        swapped += change
+    assert main(swapped + ["--resume"]) == 2
+    err = _one_line_error(capsys, "train")
+    assert "the checkpoint was trained with" in err and change[0] in err and "--overwrite" in err
+    assert _contents(run) == before
+    assert main(again + ["--resume"]) == 0  # the same settings resume
+
+
 @pytest.mark.parametrize("dies_in", ["figure", "tensor"])
 def test_a_sample_that_dies_while_writing_leaves_every_file_whole(run, monkeypatch, dies_in):
     assert main(["sample", "--run", str(run), "--num", "3"]) == 0
