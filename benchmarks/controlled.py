@@ -102,32 +102,30 @@ def _cflow(num_layers=FLOW_LAYERS):
 FLOW_FIT = {"lr": 1e-3, "batch_size": 64, "scheduler": lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, 0.93)}
 
 
-def select_flow_depth(args):
-    """The validation NLL of the conditional MAF per number of layers: FLOW_LAYERS is the best of these."""
-    levels, y = load_digits("train", "levels"), load_digits_labels("train")
-    val = (load_digits("val", "continuous"), load_digits_labels("val"))
-    print(f"\n{'layers':>6s} {'val NLL':>8s} {'epochs':>6s}")
-    for depth in FLOW_DEPTHS:
+def _sweep(args, name, values, make, train, val, family, **fit_kw):
+    """The best validation NLL (the IWAE bound, k=64, with a guide) of ``make(v)`` for each setting ``v``."""
+    print(f"\n{name:>6s} {'val NLL':>8s} {'epochs':>6s}")
+    for value in values:
         torch.manual_seed(args.seed)
-        m = _cflow(depth)
-        stop = EarlyStopping(val, patience=PATIENCE["flow"], monitor="nll")
-        pyro_dgm.fit(m.model, None, DynamicDequantized(levels, DIGITS_LEVELS, y), epochs=EPOCHS["flow"],
-                     seed=args.seed, progress=False, callbacks=[stop], **FLOW_FIT)
-        print(f"{depth:6d} {stop.best:8.2f} {len(stop.history):6d}")
+        m = make(value)
+        stop = EarlyStopping(val, patience=PATIENCE[family], monitor="nll", num_particles=64)
+        pyro_dgm.fit(m.model, getattr(m, "guide", None), train, epochs=EPOCHS[family], seed=args.seed,
+                     progress=False, callbacks=[stop], **fit_kw)
+        print(f"{value:6d} {stop.best:8.2f} {len(stop.history):6d}")
+
+
+def select_flow_depth(args):
+    """The conditional MAF's validation NLL per number of layers: FLOW_LAYERS is the best of these."""
+    train = DynamicDequantized(load_digits("train", "levels"), DIGITS_LEVELS, load_digits_labels("train"))
+    val = (load_digits("val", "continuous"), load_digits_labels("val"))
+    _sweep(args, "layers", FLOW_DEPTHS, _cflow, train, val, "flow", **FLOW_FIT)
 
 
 def select_vae_latent(args):
-    """The validation IWAE bound (k=64) of the conditional VAE per latent size: VAE_LATENT is the best of these."""
-    xb, y = load_digits("train", "binary"), load_digits_labels("train")
+    """The conditional VAE's validation IWAE bound (k=64) per latent size: VAE_LATENT is the best of these."""
+    train = TensorDataset(load_digits("train", "binary"), load_digits_labels("train"))
     val = (load_digits("val", "binary"), load_digits_labels("val"))
-    print(f"\n{'latent':>6s} {'val NLL (IWAE k=64)':>20s} {'epochs':>6s}")
-    for latent in VAE_LATENTS:
-        torch.manual_seed(args.seed)
-        m = _cvae(latent)
-        stop = EarlyStopping(val, patience=PATIENCE["vae"], monitor="nll", num_particles=64)
-        pyro_dgm.fit(m.model, m.guide, TensorDataset(xb, y), epochs=EPOCHS["vae"], lr=1e-3, batch_size=64,
-                     seed=args.seed, progress=False, callbacks=[stop])
-        print(f"{latent:6d} {stop.best:20.2f} {len(stop.history):6d}")
+    _sweep(args, "latent", VAE_LATENTS, _cvae, train, val, "vae", lr=1e-3, batch_size=64)
 
 
 def conditional_table(args):
