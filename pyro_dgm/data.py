@@ -24,8 +24,8 @@ from .checks import count
 
 __all__ = [
     "load_digits", "load_digits_labels", "binarize", "dequantize", "toy_2d", "TOY_NAMES", "mode_centers",
-    "load_mnist", "DynamicBinarized", "DynamicDequantized", "DIGITS_SPLIT", "split_indices", "load_cifar10", "load_cifar10_labels",
-    "toy_log_prob",
+    "load_mnist", "DynamicBinarized", "DynamicDequantized", "DIGITS_SPLIT", "split_indices", "load_cifar10",
+    "load_cifar10_labels", "toy_log_prob",
 ]
 
 DIGITS_SPLIT = {"train": (0, 1257), "val": (1257, 1437), "test": (1437, 1797)}
@@ -255,7 +255,8 @@ class DynamicDequantized(torch.utils.data.Dataset):
 
     def __init__(self, levels: torch.Tensor, num_levels: int, *extra: torch.Tensor):
         count("num_levels", num_levels, 2)
-        if levels.dim() < 1 or not torch.equal(levels, levels.round()) or levels.min() < 0 or levels.max() >= num_levels:
+        integers = levels.dim() >= 1 and torch.equal(levels, levels.round())
+        if not integers or levels.min() < 0 or levels.max() >= num_levels:
             raise ValueError(f"levels: expected integers in 0..{num_levels - 1}")
         if any(t.shape[0] != levels.shape[0] for t in extra):
             raise ValueError(f"extra: every tensor needs {levels.shape[0]} rows, got {[t.shape[0] for t in extra]}")

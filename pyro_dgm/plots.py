@@ -13,6 +13,8 @@ import numpy as np
 import seaborn as sns
 import torch
 
+from .checkpoint import write_atomic
+
 __all__ = ["save", "grid_columns", "sample_grid", "reconstructions", "latent_scatter", "pca_2d", "loss_curves",
            "LOSS_UNITS", "density_2d", "scatter_2d"]
 
@@ -24,8 +26,6 @@ def save(fig, path):
     while saving leaves the previous figure.
     """
     if path is not None:
-        from .checkpoint import write_atomic
-
         write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), "figure")
     return fig
 
