@@ -60,3 +60,33 @@ def test_nll_monitor_on_a_plain_pyro_program_with_an_autoguide():
     assert len(stop.history) == 30
     # -log N(x; 3, 1) per point is about 1.42; the first epochs, with loc near 0, are far worse
     assert stop.history[-1] < 1.7 < stop.history[0]
+
+
+def test_a_state_only_callback_rides_in_the_checkpoint_of_a_plain_pyro_program(tmp_path):
+    """An object with only state_dict/load_state_dict is a callback: its state is saved and handed back on resume."""
+    import pyro.distributions as dist
+
+    def model(x):
+        loc = pyro.param("loc", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    class Tag:
+        def __init__(self, value):
+            self.value, self.restored = value, None
+
+        def state_dict(self):
+            return {"value": self.value}
+
+        def load_state_dict(self, state):
+            self.restored = state
+
+    pyro.clear_param_store()
+    x, path = torch.randn(64, 2) + 3.0, tmp_path / "ck.pt"
+    pyro_dgm.fit(model, None, x, steps=3, batch_size=32, checkpoint=path, callbacks=[Tag(1)], progress=False)
+    later = Tag(2)
+    r = pyro_dgm.fit(model, None, x, steps=5, batch_size=32, checkpoint=path, resume=True, callbacks=[later],
+                     progress=False)
+    assert later.restored == {"value": 1} and r.steps == 5
+    with pytest.raises(ValueError, match="state_dict and load_state_dict"):
+        pyro_dgm.fit(model, None, x, steps=1, callbacks=[object()], progress=False)
