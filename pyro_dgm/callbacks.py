@@ -6,13 +6,15 @@ import copy
 import math
 
 import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .evaluation import evaluate
 from .runtime import eval_mode, on_device, validation
 from .programs import split_batch
 from .checks import count
 
-__all__ = ["EarlyStopping", "validation_loss"]
+__all__ = ["EarlyStopping", "WeightAverage", "validation_loss"]
 
 
 def validation_loss(objective, data, batch_size: int = 500, group: str | None = None) -> float:
@@ -120,3 +122,70 @@ class EarlyStopping:
         if self.restore_best and self._best_state is not None:
             for m, sd in zip(state.modules, self._best_state):
                 m.load_state_dict(sd)
+
+
+class WeightAverage:
+    """An exponential moving average of a module's weights, loaded into it when training ends.
+
+    After each step from step ``start`` on, ``avg = decay * avg + (1 - decay) * w``
+    (torch's ``AveragedModel`` with its EMA rule), the usual way to sharpen
+    the samples of GANs and score models and to smooth the noise of small
+    batches out of a likelihood model's weights. Only parameters are
+    averaged; buffers (batch-norm statistics, ActNorm's flag) stay the live
+    module's. The average rides in fit's checkpoints, so a resumed run
+    continues it.
+
+    Args:
+        module: the ``nn.Module`` whose weights are averaged (a GAN's
+            generator, a whole model).
+        decay: in [0, 1): how much of the average each step keeps.
+        start: the first step that is averaged (the first copies the weights).
+        load_at_end: load the average into ``module`` when training ends
+            (False: it stays in :attr:`averaged`, ``averaged.module`` being
+            a copy of the module).
+
+    With several callbacks, those listed after this one see the averaged
+    weights in their ``on_train_end``; an :class:`EarlyStopping` listed after
+    it restores its own best (live) weights over them.
+
+    Example::
+
+        >>> import torch, pyro_dgm
+        >>> from pyro_dgm.models import FactorizedBernoulli
+        >>> m = FactorizedBernoulli(4)
+        >>> ema = WeightAverage(m, decay=0.9)
+        >>> r = pyro_dgm.fit(m.model, None, torch.ones(64, 4), steps=20, callbacks=[ema], progress=False)
+        >>> int(ema.averaged.n_averaged)
+        20
+    """
+
+    def __init__(self, module: nn.Module, decay: float = 0.999, start: int = 1, load_at_end: bool = True):
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        if not 0.0 <= float(decay) < 1.0:
+            raise ValueError(f"decay: expected a number in [0, 1), got {decay!r}")
+        self.module, self.decay, self.start = module, float(decay), count("start", start)
+        self.load_at_end = bool(load_at_end)
+        self.averaged = None  # made at the first step, once fit has put the module on its device
+
+    def _average(self) -> AveragedModel:
+        if self.averaged is None:
+            self.averaged = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
+        return self.averaged
+
+    def on_step_end(self, state) -> None:
+        if state.step >= self.start:
+            self._average().update_parameters(self.module)
+
+    def on_train_end(self, state) -> None:
+        if self.load_at_end and self.averaged is not None and self.averaged.n_averaged > 0:
+            with torch.no_grad():
+                for live, mean in zip(self.module.parameters(), self.averaged.module.parameters()):
+                    live.copy_(mean)
+
+    def state_dict(self) -> dict:
+        return {"averaged": None if self.averaged is None else self.averaged.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["averaged"] is not None:
+            self._average().load_state_dict(state["averaged"])

@@ -90,3 +90,80 @@ def test_a_state_only_callback_rides_in_the_checkpoint_of_a_plain_pyro_program(t
     assert later.restored == {"value": 1} and r.steps == 5
     with pytest.raises(ValueError, match="state_dict and load_state_dict"):
         pyro_dgm.fit(model, None, x, steps=1, callbacks=[object()], progress=False)
+
+
+class GaussianMean(torch.nn.Module):
+    """A plain Pyro program (``pyro.module``): the mean of unit-variance Gaussian data."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(2))
+
+    def model(self, x):
+        pyro.module("mean", self)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", pyro.distributions.Normal(self.loc, 1.0).to_event(1), obs=x)
+
+
+def _mean_fit(steps, seed=0, callbacks=lambda m: [], **kwargs):
+    """``(module, data)``: the mean fitted by SGD at batch 4, with ``callbacks(module)``."""
+    torch.manual_seed(seed)
+    x = torch.randn(256, 2) + torch.tensor([3.0, -1.0])
+    m = GaussianMean()
+    pyro_dgm.fit(m.model, None, x, steps=steps, batch_size=4, lr=0.1, optimizer="sgd", seed=seed, progress=False,
+                 callbacks=callbacks(m), **kwargs)
+    return m, x
+
+
+def test_weight_average_is_the_exponential_average_of_the_weights_after_each_step():
+    from pyro_dgm.callbacks import WeightAverage
+
+    seen, made = [], []
+
+    def callbacks(m):
+        made.append(WeightAverage(m, decay=0.9, start=3))
+        return [lambda state: seen.append(m.loc.detach().clone()), made[0]]
+
+    m, _ = _mean_fit(12, callbacks=callbacks)
+    expected = seen[2]  # steps 1 and 2 are not averaged; step 3's weights start the average
+    for w in seen[3:]:
+        expected = 0.9 * expected + 0.1 * w
+    torch.testing.assert_close(m.loc.detach(), expected)  # loaded into the module at the end
+    assert int(made[0].averaged.n_averaged) == 10 and not torch.equal(expected, seen[-1])
+
+
+def test_weight_average_smooths_small_batch_noise_out_of_the_weights():
+    """SGD at batch 4 leaves the last iterate jittering around the optimum (the data's mean); the average
+    of its last 200 steps sits far closer to it."""
+    from pyro_dgm.callbacks import WeightAverage
+
+    last, averaged = [], []
+    for seed in range(4):
+        m, x = _mean_fit(400, seed)
+        last.append((m.loc.detach() - x.mean(0)).norm())
+        m, x = _mean_fit(400, seed, callbacks=lambda m: [WeightAverage(m, decay=0.98, start=200)])
+        averaged.append((m.loc.detach() - x.mean(0)).norm())
+    assert torch.stack(averaged).mean() < 0.5 * torch.stack(last).mean()
+
+
+def test_weight_average_resumes_from_the_checkpoint_as_if_never_stopped(tmp_path):
+    from pyro_dgm.callbacks import WeightAverage
+
+    def run(steps, path, resume=False):
+        m, _ = _mean_fit(steps, callbacks=lambda m: [WeightAverage(m, decay=0.8)], checkpoint=path, resume=resume)
+        return m.loc.detach()
+
+    full = run(10, tmp_path / "full.pt")
+    run(4, tmp_path / "cut.pt")
+    torch.testing.assert_close(run(10, tmp_path / "cut.pt", resume=True), full, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"decay": 1.0}, "decay"), ({"decay": -0.1}, "decay"),
+                                           ({"start": 0}, "start")])
+def test_bad_weight_average_settings_are_refused(kwargs, match):
+    from pyro_dgm.callbacks import WeightAverage
+
+    with pytest.raises(ValueError, match=match):
+        WeightAverage(GaussianMean(), **kwargs)
+    with pytest.raises(ValueError, match="module"):
+        WeightAverage(lambda x: x)
