@@ -10,9 +10,13 @@ that load from elsewhere on the machine hits both alike; the table gives the
 median examples/s of each and their ratio (target >= 1.7x). A third row runs
 two independent single-process trainings at once, with no process group: the
 most two processes can give on this machine (memory bandwidth, shared caches),
-against which the 2-process row's communication cost can be read. On a shared
-machine (other jobs on the same cores) the figure is noisy and says more
-about the load than about fit.
+against which the 2-process row's communication cost can be read. The
+"DDP" rows are the field's reference: a hand-written PyTorch loop of the same
+networks (analytic KL, fused Adam) wrapped in torch's
+``DistributedDataParallel``, which overlaps its bucketed all-reduces with
+backward; their ratio is what torch itself scales by on this machine. On a
+shared machine (other jobs on the same cores) the figures are noisy and say
+more about the load than about fit.
 
 Launched by torchrun itself, each rank trains once and rank 0 prints its
 examples/s (``--device cuda``: one GPU per rank, NCCL):
@@ -33,6 +37,9 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 import pyro_dgm
 from pyro_dgm.models import VAE
@@ -60,10 +67,52 @@ def train(world, steps, batch, device) -> float:
     return world * batch * (len(stamps) - 3) / (stamps[-1] - stamps[2])  # after 3 warm-up steps
 
 
-def _rank(rank, world, port, steps, batch, device, out):
+class NegativeELBO(torch.nn.Module):
+    """The VAE's loss written by hand (what DDP wraps): one forward gives the summed negative ELBO."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x):
+        loc, scale = self.vae.encoder(x)
+        logits = self.vae.decoder(loc + scale * torch.randn_like(loc))
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        return rec + 0.5 * (loc.pow(2) + scale.pow(2) - 1 - 2 * scale.log()).sum()
+
+
+def train_ddp(world, steps, batch, device) -> float:
+    """The same training as :func:`train` by hand, under torch's DDP when ``world`` > 1; examples/s."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    dev = torch.device(f"cuda:{dist.get_rank() if world > 1 else 0}" if device != "cpu" else "cpu")
+    x = torch.bernoulli(torch.full((batch * (steps + 3), D), 0.3)).to(dev)
+    loss = NegativeELBO(VAE(D, latent_dim=20, hidden=(400,))).to(dev)
+    if world > 1:
+        loss = DistributedDataParallel(loss)
+    opt = torch.optim.Adam(loss.parameters(), lr=1e-3, fused=True)
+    stamps = []
+    for i in range(steps + 3):
+        opt.zero_grad(set_to_none=True)
+        value = loss(x[i * batch:(i + 1) * batch])
+        value.backward()
+        opt.step()
+        value.item()  # one host synchronisation per step, as fit's
+        stamps.append(time.perf_counter())
+    return world * batch * (len(stamps) - 3) / (stamps[-1] - stamps[2])
+
+
+def _rank(rank, world, port, steps, batch, device, out, by_hand=False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
-    rate = train(world, steps, batch, device)
+    if by_hand:
+        if world > 1:
+            dist.init_process_group("nccl" if device != "cpu" else "gloo")
+        rate = train_ddp(world, steps, batch, device)
+        if world > 1:
+            dist.destroy_process_group()
+    else:
+        rate = train(world, steps, batch, device)
     if rank == 0:
         (out / f"world{world}.txt").write_text(str(rate))
 
@@ -73,8 +122,9 @@ def _alone(rank, steps, batch, device, out):
     (out / f"alone{rank}.txt").write_text(str(train(1, steps, batch, device)))
 
 
-def examples_per_second(world, steps, batch, device, independent=False) -> float:
-    """examples/s of ``world`` ranks of one fit; ``independent``: the sum of two fits running side by side."""
+def examples_per_second(world, steps, batch, device, independent=False, by_hand=False) -> float:
+    """examples/s of ``world`` ranks of one fit (``by_hand``: of the DDP loop); ``independent``: the sum of
+    two fits running side by side."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         # fork on the CPU (no second import of torch); CUDA cannot be used in a forked child
@@ -83,7 +133,7 @@ def examples_per_second(world, steps, batch, device, independent=False) -> float
             torch.multiprocessing.start_processes(_alone, args=(steps, batch, device, out), nprocs=2,
                                                   start_method=how)
             return sum(float((out / f"alone{r}.txt").read_text()) for r in range(2))
-        torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), steps, batch, device, out),
+        torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), steps, batch, device, out, by_hand),
                                               nprocs=world, start_method=how)
         return float((out / f"world{world}.txt").read_text())
 
@@ -102,16 +152,17 @@ def main(argv=None):
             print(f"torchrun, {world} process(es) on {args.device}: MLP VAE {D}-400-20, batch {args.batch} per "
                   f"process, {args.steps} steps: {rate:.0f} examples/s")
         return
-    rates = {1: [], 2: [], "2 alone": []}
+    rates = {1: [], 2: [], "2 alone": [], "DDP 1": [], "DDP 2": []}
     for _ in range(args.rounds):
-        for world in rates:
-            independent = world == "2 alone"
-            rates[world].append(examples_per_second(2 if independent else world, args.steps, args.batch, args.device,
-                                                    independent))
+        for row in rates:
+            world = 1 if row in (1, "DDP 1") else 2
+            rates[row].append(examples_per_second(world, args.steps, args.batch, args.device,
+                                                  independent=row == "2 alone", by_hand=str(row).startswith("DDP")))
     backend = "NCCL" if args.device != "cpu" and torch.cuda.is_available() else "gloo"
     print(f"MLP VAE {D}-400-20, batch {args.batch} per process, {backend} on {args.device}, 1 thread per process, "
           f"torch {torch.__version__}, {os.cpu_count()} CPU(s), {args.rounds} interleaved rounds x {args.steps} steps")
-    print(f"{'processes':>9s} {'median examples/s':>18s} {'all rounds':>30s}  ('2 alone': two 1-process fits at once)")
+    print(f"{'processes':>9s} {'median examples/s':>18s} {'all rounds':>30s}  ('2 alone': two 1-process fits at once; "
+          "'DDP': the loop by hand under torch's DDP)")
     for world, r in rates.items():
         print(f"{world!s:>9s} {statistics.median(r):18.0f} {' '.join(f'{v:.0f}' for v in r):>30s}")
     one = statistics.median(rates[1])
@@ -119,6 +170,9 @@ def main(argv=None):
     print(f"2 processes / 1 process: {ratio:.2f}x (target >= 1.7x; noisy where other jobs share the cores)")
     print(f"2 independent processes / 1 process: {ceiling:.2f}x, the machine's ceiling for 2; "
           f"fit's 2 ranks reach {ratio / ceiling:.0%} of it")
+    ddp = statistics.median(rates["DDP 2"]) / statistics.median(rates["DDP 1"])
+    print(f"torch DDP, 2 processes / 1 process: {ddp:.2f}x; fit's 2 ranks / DDP's 2 ranks: "
+          f"{statistics.median(rates[2]) / statistics.median(rates['DDP 2']):.2f}")
 
 
 if __name__ == "__main__":
