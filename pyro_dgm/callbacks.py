@@ -187,5 +187,8 @@ class WeightAverage:
         return {"averaged": None if self.averaged is None else self.averaged.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        if "averaged" not in state:  # fit hands back callback states by position
+            raise ValueError("resume: the checkpoint holds no weight average where this WeightAverage stands in "
+                             "callbacks; pass the callbacks in the order they were given when it was written")
         if state["averaged"] is not None:
             self._average().load_state_dict(state["averaged"])

@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto",
                    help="torch device: cpu, cuda, cuda:1, or auto (CUDA if there is one; a GPU per torchrun process)")
     t.add_argument("--compile", action="store_true", help="torch.compile the networks (fit(compile=True))")
+    t.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999) and save it as the "
+                        "run's weights (callbacks.WeightAverage); sharper GAN and score-model samples")
     t.add_argument("--seed", type=int, default=0, help="seeds Pyro, torch, NumPy and Python before the model "
                                                       "is built, and the data order")
     t.add_argument("--out", default=None, help="run folder (default runs/MODEL-DATA)")
@@ -612,10 +615,13 @@ def _resumed_options(out: Path, options: dict, given: bool) -> dict:
 
 
 def cmd_train(args):
+    from .callbacks import WeightAverage
     from .fit import fit
 
     for name in ("epochs", "steps", "batch_size", "checkpoint_every"):
         _positive(name.replace("_", "-"), getattr(args, name))
+    if args.ema is not None and not 0.0 <= args.ema < 1.0:
+        raise UsageError(f"--ema: expected a decay in [0, 1), such as 0.999, got {args.ema}")
     out = Path(args.out or f"runs/{args.model}-{args.data}")
     options = parse_model_options(registry.get_model(args.model), args.model_option)
     check_train_folder(out, args.resume, args.overwrite)
@@ -633,15 +639,17 @@ def cmd_train(args):
     model, guide = _programs(module)
     t0 = time.perf_counter()
     data = x if y is None else torch.utils.data.TensorDataset(x, y)  # batches (x, y): model(x, y)
-    identity = RunIdentity(model=args.model, data=args.data, seed=args.seed)
+    callbacks = [RunIdentity(model=args.model, data=args.data, seed=args.seed, ema=args.ema)]
+    if args.ema is not None:
+        callbacks.append(WeightAverage(module, decay=args.ema))
     result = fit(model, guide, data, objective=_objective(spec, module, dspec.kind, options), device=args.device,
                  seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
                  resume=args.resume, progress=False if args.no_progress else None, compile=args.compile,
-                 callbacks=[identity], **kwargs)
+                 callbacks=callbacks, **kwargs)
     seconds = time.perf_counter() - t0
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 writes the run and speaks for all
         return 0
-    meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed,
+    meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed, "ema": args.ema,
             "model_options": options, "build_options": _recorded_build_options(spec, options),
             "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
             "final_loss": result.loss, "train_seconds": round(seconds, 2)}

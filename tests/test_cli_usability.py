@@ -191,3 +191,35 @@ def test_compile_and_device_reach_fit_and_only_rank_0_writes_the_run(tmp_path, m
     monkeypatch.setenv("RANK", "1")
     assert main(TRAIN + ["--model", "bernoulli", "--out", str(tmp_path / "b")]) == 0
     assert not (tmp_path / "b" / "run.json").exists()  # rank 0 writes the run for all ranks
+
+
+def test_train_ema_saves_the_average_of_the_weights_and_resumes_only_with_it(tmp_path, capsys):
+    run = tmp_path / "maf"
+    base = ["train", "--model", "maf", "--data", "8gaussians", "--steps", "6", "--batch-size", "32", "--no-progress",
+            "--out", str(run)]
+    assert main(base + ["--ema", "0.9"]) == 0
+    saved = torch.load(run / "model.pt", weights_only=True)
+    average = torch.load(run / "checkpoint.pt", weights_only=True)["callbacks"][1]["averaged"]
+    assert int(average["n_averaged"]) == 6 and json.loads((run / "run.json").read_text())["ema"] == 0.9
+    live = torch.load(run / "checkpoint.pt", weights_only=True)["modules"][0]
+    means = {k.removeprefix("module."): v for k, v in average.items() if k.startswith("module.")}
+    for name, mean in means.items():
+        torch.testing.assert_close(saved[name], mean)
+    # the checkpoint keeps the live weights, so that a resumed run trains on from them
+    assert any(not torch.equal(live[k], means[k]) for k in means if means[k].is_floating_point())
+    plain = tmp_path / "plain"
+    assert main(base[:-1] + [str(plain)]) == 0
+    differs = [k for k, v in torch.load(plain / "model.pt", weights_only=True).items()
+               if v.is_floating_point() and not torch.equal(v, saved[k])]
+    assert differs
+    longer = base[:base.index("6")] + ["8"] + base[base.index("6") + 1:]
+    assert main(longer + ["--resume"]) == 2  # without --ema: refused, nothing changes
+    assert "--ema 0.9 (now None)" in capsys.readouterr().err
+    assert main(longer + ["--resume", "--ema", "0.9"]) == 0
+    assert int(torch.load(run / "checkpoint.pt", weights_only=True)["callbacks"][1]["averaged"]["n_averaged"]) == 8
+
+
+def test_train_refuses_an_ema_decay_outside_0_1(tmp_path, capsys):
+    assert main(["train", "--model", "maf", "--data", "8gaussians", "--ema", "1.5", "--out", str(tmp_path / "r")]) == 2
+    assert "--ema: expected a decay in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
