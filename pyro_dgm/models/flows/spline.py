@@ -85,6 +85,9 @@ class _Fresh(ScoredOnce):
     def log_abs_det_jacobian(self, x, y):
         out = super().log_abs_det_jacobian(x, y)
         self._cache_log_detJ = None
+        lower = getattr(self, "lower_spline", None)
+        if lower is not None:  # a coupling's elementwise spline keeps its last pass: hold no graph (deepcopy works)
+            lower._cached_x_y, lower._cache_log_detJ = (None, None), None
         return out
 
 
@@ -160,7 +163,7 @@ class NeuralSplineFlow(FlowModel):
         parts.append(BoxScale(dim, BOUND, scale=scale))
         for i in range(num_layers):
             if i > 0:
-                parts.append(Permute(reverse))
+                parts.append(Permute(reverse, cache_size=0))  # Pyro's cache would hold a graph: no deepcopy
             layer = RQSplineAutoregressive if autoregressive else RQSplineCoupling
             parts.append(layer(dim, hidden, count_bins, BOUND))
         super().__init__(dim, parts)
