@@ -44,6 +44,7 @@ import copy
 import inspect
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -204,6 +205,11 @@ def _device(name):
     return torch.device(name)
 
 
+def _minor_faults():
+    """Minor page faults of this process so far: memory handed back to the kernel and faulted in again."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -223,10 +229,12 @@ def measure(name, shape_name, args) -> dict:
     peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _rss_mib() - rss_before)
     module = copy.deepcopy(initial)
     hand = HandLoop(name, copy.deepcopy(initial).to(dev), x, dev, args.bf16) if name in HAND else None
+    faults = _minor_faults()
     fit_times, fit_losses, hand_steps = fit_loop(name, module, x, args.steps + 1, dev, args.bf16, args.compile,
                                                  hand)
     row = {"fit_ms": [t * 1e3 for t in fit_times[1:]], "peak_mib": peak,  # step 1: setup and warm-up
-           "finite": all(math.isfinite(v) for v in fit_losses)}
+           "finite": all(math.isfinite(v) for v in fit_losses),
+           "faults_per_step": (_minor_faults() - faults) / len(fit_times)}  # fit's and the hand loop's
     if hand is not None:
         row["hand_ms"] = [t * 1e3 for t, _ in hand_steps[1:]]
         row["first_losses"] = (fit_losses[0], hand_steps[0][1])
@@ -285,10 +293,11 @@ def _row(name, shape_name, args):
         return {"error": f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"}
 
 
-def _in_child(name, shape_name, args):
-    """The row measured in a fresh process (the CPU's peak RSS is per process)."""
+def _in_child(name, shape_name, args, env=None):
+    """The row measured in a fresh process (the CPU's peak RSS is per process), with ``env`` added to its
+    environment."""
     cmd = [sys.executable, __file__, *_child_args(args), "--one", name, shape_name]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     found = [line[4:] for line in out.stdout.splitlines() if line.startswith("ROW ")]
     return json.loads(found[-1]) if found else {"error": f"exit {out.returncode}: {' '.join(out.stderr.split()[-20:])}"}
 

@@ -418,3 +418,38 @@ def test_a_tuple_x_y_trains_model_x_y_as_evaluate_takes_it():
     assert pyro_dgm.evaluate(model, (x, y))["nll"] < pyro_dgm.evaluate(model, (x, 1 - y))["nll"] - 5
     with pytest.raises(ValueError, match="same number of rows"):
         pyro_dgm.fit(model, None, (x, y[:10]), epochs=1, progress=False)
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_fit_on_the_cpu_reuses_freed_activations_instead_of_faulting_them_in_each_step():
+    """glibc's defaults hand a Glow step's freed activations back to the kernel, so the next step page-faults
+    them in again (about 650 minor faults per step here in a fresh process: benchmarks/cpu_allocator.py);
+    fit keeps them for reuse."""
+    import resource
+
+    from pyro_dgm.models import Glow
+    from pyro_dgm.training.devices import keep_freed_cpu_memory
+
+    torch.manual_seed(0)
+    m = Glow((3, 16, 16), levels=2, steps=2, hidden=32)
+    faults, mark = [], [0]
+
+    def count(state):
+        now = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        faults.append(now - mark[0])
+        mark[0] = now
+
+    pyro_dgm.fit(m.model, None, torch.rand(32, 3, 16, 16), steps=8, progress=False, callbacks=[count])
+    assert keep_freed_cpu_memory() and sorted(faults[3:])[2] < 50
+
+
+def test_the_cpu_malloc_is_left_alone_when_the_user_says_so(monkeypatch):
+    from pyro_dgm.training import devices
+
+    for env in ({"PYRO_DGM_MALLOC": "system"}, {"MALLOC_TRIM_THRESHOLD_": "0"}):
+        monkeypatch.setattr(devices, "_allocator_tuned", False)
+        with monkeypatch.context() as m:
+            for k, v in env.items():
+                m.setenv(k, v)
+            m.setattr("ctypes.CDLL", lambda *a: pytest.fail("mallopt was called"))
+            assert devices.keep_freed_cpu_memory() is False
