@@ -60,6 +60,7 @@ from test_image_scale import CASES, SHAPES, fit_case, make_data  # noqa: E402
 
 import pyro_dgm  # noqa: E402
 from pyro_dgm.samplers import AnnealedLangevin  # noqa: E402
+from pyro_dgm.training.devices import keep_freed_cpu_memory  # noqa: E402
 
 BATCH = 64
 HAND = ("pixelcnn", "glow")
@@ -94,6 +95,8 @@ class HandLoop:
     """A plain fused-Adam loop on ``module``, one step per call: ``step() -> (seconds, loss)``."""
 
     def __init__(self, name, module, x, dev, bf16, lr=3e-3):
+        if dev.type == "cpu":
+            keep_freed_cpu_memory()  # as fit has malloc keep freed memory (fit ran first here anyway)
         self.loss_fn, self.module, self.x, self.dev, self.bf16 = HAND_LOSS[name], module.train(), x, dev, bf16
         self.opt = torch.optim.Adam(module.parameters(), lr=lr, fused=True)
 
