@@ -20,7 +20,6 @@ The settings below are the published ones: one command reproduces the table.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from pathlib import Path
@@ -100,30 +99,13 @@ def _train(module, x, settings, args, callbacks=()):
     return time.perf_counter() - t0, r.epochs
 
 
-class _AverageScore:
-    """EarlyStopping's monitor when the weights are averaged: the validation NLL of the average, which is what is
-    kept; the best average seen is saved here (EarlyStopping's own restore would bring back live weights)."""
-
-    def __init__(self, average, data):
-        self.average, self.data, self.best, self.state = average, data, math.inf, None
-
-    def __call__(self, state):
-        nll = pyro_dgm.evaluate(self.average.averaged.module.model, self.data)["nll"]
-        if nll < self.best:
-            self.best, self.state = nll, copy.deepcopy(self.average.averaged.module.state_dict())
-        return nll
-
-
 def _train_stopped(module, x, xv, settings, args):
     """Train with early stopping on ``xv``; with ``settings["average"]``, stop on and keep the best weight average."""
     if not settings.get("average"):
         return _train(module, x, settings, args, [EarlyStopping(xv, patience=settings["patience"])])
-    average = WeightAverage(module, decay=settings["average"], load_at_end=False)
-    score = _AverageScore(average, xv)
-    stop = EarlyStopping(xv, patience=settings["patience"], monitor=score, restore_best=False)
-    out = _train(module, x, settings, args, [average, stop])
-    module.load_state_dict(score.state)
-    return out
+    average = WeightAverage(module, decay=settings["average"])
+    stop = EarlyStopping(xv, patience=settings["patience"], monitor="nll", average=average)
+    return _train(module, x, settings, args, [average, stop])
 
 
 def _toy_average(module, x, settings, args):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .evaluation import evaluate
 from .runtime import eval_mode, on_device, validation
@@ -59,6 +60,10 @@ class EarlyStopping:
             importance-weighted bound with ``num_particles`` samples); or a
             callable ``monitor(state) -> float``.
         num_particles: importance samples of the ``"nll"`` monitor.
+        average: a :class:`WeightAverage` of the model: each epoch scores
+            the average instead of the live weights, and ``restore_best``
+            keeps the best average (so the WeightAverage no longer loads its
+            last one at the end).
 
     After training, ``best`` holds the best validation value and ``history``
     every epoch's value.
@@ -75,8 +80,11 @@ class EarlyStopping:
     """
 
     def __init__(self, data: torch.Tensor, patience: int = 5, min_delta: float = 0.0,
-                 restore_best: bool = True, batch_size: int = 500, monitor="loss", num_particles: int = 100):
+                 restore_best: bool = True, batch_size: int = 500, monitor="loss", num_particles: int = 100,
+                 average: WeightAverage | None = None):
         count("patience", patience)
+        if average is not None and not isinstance(average, WeightAverage):
+            raise ValueError(f"average: expected a WeightAverage, got {type(average).__name__}")
         if not (callable(monitor) or monitor in MONITORS):
             raise ValueError(f"monitor: expected one of {MONITORS} or a callable monitor(state) -> float, "
                              f"got {monitor!r}")
@@ -84,6 +92,9 @@ class EarlyStopping:
         self.restore_best, self.batch_size = restore_best, batch_size
         self.monitor, self.num_particles = monitor, count("num_particles", num_particles)
         self.best, self.history, self.bad_epochs, self._best_state = math.inf, [], 0, None
+        self.average = average
+        if average is not None and restore_best:
+            average.load_at_end = False  # the best average comes back, not the last
 
     def value(self, state) -> float:
         """This epoch's validation value of the monitored estimate."""
@@ -97,13 +108,14 @@ class EarlyStopping:
                         batch_size=self.batch_size, site=objective.site)["nll"]
 
     def on_epoch_end(self, state) -> None:
-        value = self.value(state)
-        self.history.append(value)
-        if value < self.best - self.min_delta:
-            self.best, self.bad_epochs = value, 0
-            if self.restore_best:
-                self._best_state = [copy.deepcopy(m.state_dict()) for m in state.modules]
-            return
+        with self.average.applied() if self.average is not None else contextlib.nullcontext():
+            value = self.value(state)
+            self.history.append(value)
+            if value < self.best - self.min_delta:
+                self.best, self.bad_epochs = value, 0
+                if self.restore_best:
+                    self._best_state = [copy.deepcopy(m.state_dict()) for m in state.modules]
+                return
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
             state.stop = True
@@ -128,25 +140,29 @@ class WeightAverage:
     """An exponential moving average of a module's weights, loaded into it when training ends.
 
     After each step from step ``start`` on, ``avg = decay * avg + (1 - decay) * w``
-    (torch's ``AveragedModel`` with its EMA rule), the usual way to sharpen
-    the samples of GANs and score models and to smooth the noise of small
-    batches out of a likelihood model's weights. Only parameters are
-    averaged; buffers (batch-norm statistics, ActNorm's flag) stay the live
-    module's. The average rides in fit's checkpoints, so a resumed run
-    continues it.
+    (the EMA rule of torch's ``swa_utils``, applied to copies of the
+    parameters), the usual way to sharpen the samples of GANs and score
+    models and to smooth the noise of small batches out of a likelihood
+    model's weights. Only parameters are averaged; buffers (batch-norm
+    statistics, ActNorm's flag) stay the live module's. The average rides in
+    fit's checkpoints, so a resumed run continues it.
+
+    The module itself is never copied: torch's ``AveragedModel`` deep-copies
+    it, which fails for Pyro's transforms once they have cached a pass
+    (``affine_coupling``, ``spline_coupling``, ... hold non-leaf tensors),
+    hence the parameters by hand.
 
     Args:
         module: the ``nn.Module`` whose weights are averaged (a GAN's
             generator, a whole model).
         decay: in [0, 1): how much of the average each step keeps.
         start: the first step that is averaged (the first copies the weights).
-        load_at_end: load the average into ``module`` when training ends
-            (False: it stays in :attr:`averaged`, ``averaged.module`` being
-            a copy of the module).
+        load_at_end: load the average into ``module`` when training ends.
 
-    With several callbacks, those listed after this one see the averaged
-    weights in their ``on_train_end``; an :class:`EarlyStopping` listed after
-    it restores its own best (live) weights over them.
+    ``with average.applied(): ...`` runs a block with the average in the
+    module (scoring it, sampling from it) and puts the live weights back
+    after it. :class:`EarlyStopping` ``(average=...)`` stops on the
+    average's validation value and keeps its best average.
 
     Example::
 
@@ -155,7 +171,7 @@ class WeightAverage:
         >>> m = FactorizedBernoulli(4)
         >>> ema = WeightAverage(m, decay=0.9)
         >>> r = pyro_dgm.fit(m.model, None, torch.ones(64, 4), steps=20, callbacks=[ema], progress=False)
-        >>> int(ema.averaged.n_averaged)
+        >>> ema.n_averaged
         20
     """
 
@@ -166,29 +182,50 @@ class WeightAverage:
             raise ValueError(f"decay: expected a number in [0, 1), got {decay!r}")
         self.module, self.decay, self.start = module, float(decay), count("start", start)
         self.load_at_end = bool(load_at_end)
-        self.averaged = None  # made at the first step, once fit has put the module on its device
+        self.average, self.n_averaged = None, 0
+        self._update = get_ema_multi_avg_fn(self.decay)
 
-    def _average(self) -> AveragedModel:
-        if self.averaged is None:
-            self.averaged = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
-        return self.averaged
+    def _live(self) -> list:
+        return [p.detach() for p in self.module.parameters()]
 
     def on_step_end(self, state) -> None:
-        if state.step >= self.start:
-            self._average().update_parameters(self.module)
+        if state.step < self.start:
+            return
+        if self.average is None:
+            self.average = [p.clone() for p in self._live()]
+        else:
+            self._update(self.average, self._live(), self.n_averaged)
+        self.n_averaged += 1
+
+    def _load(self, tensors) -> None:
+        with torch.no_grad():
+            for live, value in zip(self.module.parameters(), tensors):
+                live.copy_(value)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The module with the averaged weights inside the block (the live ones if nothing is averaged yet)."""
+        if self.average is None:
+            yield self.module
+            return
+        live = [p.clone() for p in self._live()]
+        self._load(self.average)
+        try:
+            yield self.module
+        finally:
+            self._load(live)
 
     def on_train_end(self, state) -> None:
-        if self.load_at_end and self.averaged is not None and self.averaged.n_averaged > 0:
-            with torch.no_grad():
-                for live, mean in zip(self.module.parameters(), self.averaged.module.parameters()):
-                    live.copy_(mean)
+        if self.load_at_end and self.average is not None:
+            self._load(self.average)
 
     def state_dict(self) -> dict:
-        return {"averaged": None if self.averaged is None else self.averaged.state_dict()}
+        return {"average": self.average, "n_averaged": self.n_averaged}
 
     def load_state_dict(self, state: dict) -> None:
-        if "averaged" not in state:  # fit hands back callback states by position
+        if "average" not in state:  # fit hands back callback states by position
             raise ValueError("resume: the checkpoint holds no weight average where this WeightAverage stands in "
                              "callbacks; pass the callbacks in the order they were given when it was written")
-        if state["averaged"] is not None:
-            self._average().load_state_dict(state["averaged"])
+        self.n_averaged = int(state["n_averaged"])
+        self.average = None if state["average"] is None else [
+            t.to(p.device) for t, p in zip(state["average"], self.module.parameters())]

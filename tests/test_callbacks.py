@@ -129,7 +129,7 @@ def test_weight_average_is_the_exponential_average_of_the_weights_after_each_ste
     for w in seen[3:]:
         expected = 0.9 * expected + 0.1 * w
     torch.testing.assert_close(m.loc.detach(), expected)  # loaded into the module at the end
-    assert int(made[0].averaged.n_averaged) == 10 and not torch.equal(expected, seen[-1])
+    assert made[0].n_averaged == 10 and not torch.equal(expected, seen[-1])
 
 
 def test_weight_average_smooths_small_batch_noise_out_of_the_weights():
@@ -167,3 +167,35 @@ def test_bad_weight_average_settings_are_refused(kwargs, match):
         WeightAverage(GaussianMean(), **kwargs)
     with pytest.raises(ValueError, match="module"):
         WeightAverage(lambda x: x)
+
+
+def test_weight_average_of_a_plain_pyro_flow_and_early_stopping_on_the_average():
+    """Pyro's own transforms cache their last pass (torch's AveragedModel could not deep-copy them); the
+    stopping scores the average, keeps its best, and `applied` scores the same weights."""
+    import pyro.distributions.transforms as T
+
+    from pyro_dgm.callbacks import WeightAverage
+
+    torch.manual_seed(0)
+    x, xv = torch.randn(512, 2) * torch.tensor([2.0, 0.5]) + 1.0, torch.randn(128, 2) * torch.tensor([2.0, 0.5]) + 1.0
+    flow = T.affine_coupling(2, hidden_dims=[16])
+    layers = torch.nn.ModuleList([flow])
+
+    def model(x):
+        pyro.module("flow", layers)
+        d = pyro.distributions.TransformedDistribution(pyro.distributions.Normal(torch.zeros(2), 1.0).to_event(1),
+                                                       [flow])
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", d, obs=x)
+
+    average = WeightAverage(layers, decay=0.9)
+    stop = EarlyStopping(xv, patience=50, monitor="nll", average=average)
+    pyro_dgm.fit(model, None, x, epochs=6, batch_size=64, lr=1e-2, callbacks=[average, stop], progress=False)
+    assert average.n_averaged == 48 and not average.load_at_end
+    final = pyro_dgm.evaluate(model, xv)["nll"]
+    assert final == pytest.approx(stop.best, rel=1e-6)  # the best average is what the module holds now
+    with average.applied():
+        assert pyro_dgm.evaluate(model, xv)["nll"] == pytest.approx(stop.history[-1], rel=1e-6)
+    assert pyro_dgm.evaluate(model, xv)["nll"] == pytest.approx(final, rel=1e-6)  # put back after the block
+    with pytest.raises(ValueError, match="average: expected a WeightAverage"):
+        EarlyStopping(xv, average=layers)
