@@ -59,8 +59,11 @@ TOY_TRAINING = {name: {**TOYS, "epochs": 150, "lr": 1e-3, "cosine": True} for na
 # (0.104), 5e-4 0.124; 32 bins 0.141; 10 layers of (32, 32) 0.119. lr 2e-3 is kept, a difference within the noise.
 # Then a weight average ("average": its decay, from the fraction "average_from" of the steps on), one run at lr 2e-3,
 # 20,000 validation points: live weights 0.0991, decay 0.999 from the start 0.0975, 0.9995 from a third 0.0950,
-# 0.9998 from half 0.0947.
-TOY_OVERRIDES = {("nsf-ar", "checkerboard"): {"batch_size": 64, "lr": 2e-3, "average": 0.9998, "average_from": 0.5}}
+# 0.9998 from half 0.0947 (test gap 0.119 -> 0.118). Worse with the averages: batch 32
+# (live 0.1105, best average 0.1060), 8 layers (live 0.1043, best average 0.1002). Better: lr 3e-3, live 0.0905,
+# 0.9995 from a third 0.0850, 0.9998 from half 0.0852, 0.9999 from half 0.0893; kept: lr 3e-3, 0.9998 from half
+# (test gap 0.106: the 0.10 target is not met).
+TOY_OVERRIDES = {("nsf-ar", "checkerboard"): {"batch_size": 64, "lr": 3e-3, "average": 0.9998, "average_from": 0.5}}
 DIGITS = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 4}  # early stopping on the 180 val images
 DIGIT_MODELS = {
     "nice": {"num_couplings": 4, "hidden": (256, 256)},
