@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import platform
+
 import torch
 
 __all__ = ["resolve_device"]
@@ -88,10 +92,6 @@ def keep_freed_cpu_memory() -> bool:
     global _allocator_tuned
     if _allocator_tuned:
         return True
-    import ctypes
-    import os
-    import platform
-
     if (os.environ.get("PYRO_DGM_MALLOC") == "system" or platform.libc_ver()[0] != "glibc"
             or any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))):
         return False
