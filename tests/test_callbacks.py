@@ -199,3 +199,29 @@ def test_weight_average_of_a_plain_pyro_flow_and_early_stopping_on_the_average()
     assert pyro_dgm.evaluate(model, xv)["nll"] == pytest.approx(final, rel=1e-6)  # put back after the block
     with pytest.raises(ValueError, match="average: expected a WeightAverage"):
         EarlyStopping(xv, average=layers)
+
+
+def test_weight_average_of_an_autoguide_made_on_the_first_step():
+    """An AutoNormal guide creates its parameters when first called: the average starts from them."""
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyro_dgm.callbacks import WeightAverage
+
+    def model(x):
+        loc = pyro.sample("loc", pyro.distributions.Normal(torch.zeros(2), 10.0).to_event(1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", pyro.distributions.Normal(loc, 1.0).to_event(1), obs=x)
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    guide = AutoNormal(model)
+    seen = []
+    average = WeightAverage(guide, decay=0.8, start=2)
+    pyro_dgm.fit(model, guide, torch.randn(64, 2) + 3.0, steps=8, batch_size=16, lr=0.05, progress=False,
+                 callbacks=[lambda state: seen.append([p.detach().clone() for p in guide.parameters()]), average])
+    expected = seen[1]
+    for step in seen[2:]:
+        expected = [0.8 * e + 0.2 * w for e, w in zip(expected, step)]
+    assert average.n_averaged == 7
+    for live, mean in zip(guide.parameters(), expected):
+        torch.testing.assert_close(live.detach(), mean)
