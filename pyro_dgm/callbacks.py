@@ -154,7 +154,11 @@ class WeightAverage:
 
     Args:
         module: the ``nn.Module`` whose weights are averaged (a GAN's
-            generator, a whole model).
+            generator, a whole model), or None for every parameter fit
+            trains: the modules of the programs and the ``pyro.param``
+            sites of Pyro's param store (a plain Pyro program with no
+            module of its own, e.g. ``pyro.param("loc", ...)``), whose
+            store then holds the average after training.
         decay: in [0, 1): how much of the average each step keeps.
         start: the first step that is averaged (the first copies the weights).
         load_at_end: load the average into ``module`` when training ends.
@@ -175,9 +179,11 @@ class WeightAverage:
         20
     """
 
-    def __init__(self, module: nn.Module, decay: float = 0.999, start: int = 1, load_at_end: bool = True):
-        if not isinstance(module, nn.Module):
-            raise ValueError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    def __init__(self, module: nn.Module | None = None, decay: float = 0.999, start: int = 1,
+                 load_at_end: bool = True):
+        if module is not None and not isinstance(module, nn.Module):
+            raise ValueError(f"module: expected a torch.nn.Module or None (every parameter fit trains), got "
+                             f"{type(module).__name__}")
         if not 0.0 <= float(decay) < 1.0:
             raise ValueError(f"decay: expected a number in [0, 1), got {decay!r}")
         self.module, self.decay, self.start = module, float(decay), count("start", start)
@@ -185,10 +191,24 @@ class WeightAverage:
         self.average, self.n_averaged = None, 0
         self._update = get_ema_multi_avg_fn(self.decay)
 
+    def _parameters(self) -> list:
+        if self.module is None:  # not bound to fit's modules yet: nothing to average
+            return []
+        return list(self.module.parameters())
+
     def _live(self) -> list:
-        return [p.detach() for p in self.module.parameters()]
+        return [p.detach() for p in self._parameters()]
+
+    def _bind(self, state) -> None:
+        """``module=None``: fit's trained modules, known from the first step on (an autoguide's
+        parameters and the param store's sites exist only after the programs have run)."""
+        if self.module is None:
+            self.module = nn.ModuleList(state.modules)
+            if self.average is not None:  # resumed: the checkpoint's average onto the parameters' devices
+                self.average = [t.to(p.device) for t, p in zip(self.average, self._parameters())]
 
     def on_step_end(self, state) -> None:
+        self._bind(state)
         if state.step < self.start:
             return
         if self.average is None:
@@ -199,7 +219,7 @@ class WeightAverage:
 
     def _load(self, tensors) -> None:
         with torch.no_grad():
-            for live, value in zip(self.module.parameters(), tensors):
+            for live, value in zip(self._parameters(), tensors):
                 live.copy_(value)
 
     @contextlib.contextmanager
@@ -227,5 +247,6 @@ class WeightAverage:
             raise ValueError("resume: the checkpoint holds no weight average where this WeightAverage stands in "
                              "callbacks; pass the callbacks in the order they were given when it was written")
         self.n_averaged = int(state["n_averaged"])
-        self.average = None if state["average"] is None else [
-            t.to(p.device) for t, p in zip(state["average"], self.module.parameters())]
+        self.average = state["average"]
+        if self.average is not None and self.module is not None:
+            self.average = [t.to(p.device) for t, p in zip(self.average, self._parameters())]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pyro_dgm
-from pyro_dgm.callbacks import EarlyStopping
+from pyro_dgm.callbacks import EarlyStopping, WeightAverage
 from pyro_dgm.data import load_digits
 from pyro_dgm.models import VAE, FactorizedBernoulli
 
@@ -156,6 +156,42 @@ def test_weight_average_resumes_from_the_checkpoint_as_if_never_stopped(tmp_path
     full = run(10, tmp_path / "full.pt")
     run(4, tmp_path / "cut.pt")
     torch.testing.assert_close(run(10, tmp_path / "cut.pt", resume=True), full, rtol=0, atol=0)
+
+
+def _param_store_fit(steps, seen=None, **kwargs):
+    """A plain Pyro program with no module: ``pyro.param("loc")``, fitted by SGD at batch 4 with
+    ``WeightAverage()`` (every parameter fit trains); returns (the store's loc, the WeightAverage)."""
+    def model(x):
+        loc = pyro.param("loc", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", pyro.distributions.Normal(loc, 1.0).to_event(1), obs=x)
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    x = torch.randn(256, 2) + torch.tensor([3.0, -1.0])
+    average = WeightAverage(decay=0.8, start=2)
+    record = [] if seen is None else [lambda state: seen.append(pyro.param("loc").detach().clone())]
+    pyro_dgm.fit(model, None, x, steps=steps, batch_size=4, lr=0.1, optimizer="sgd", progress=False,
+                 callbacks=record + [average], **kwargs)
+    return pyro.param("loc").detach(), average
+
+
+def test_weight_average_of_the_param_store_of_a_program_without_a_module():
+    seen = []
+    loc, average = _param_store_fit(10, seen)
+    expected = seen[1]
+    for w in seen[2:]:
+        expected = 0.8 * expected + 0.2 * w
+    torch.testing.assert_close(loc, expected)  # the store holds the average after training
+    assert average.n_averaged == 9 and not torch.equal(loc, seen[-1])
+
+
+def test_weight_average_of_the_param_store_resumes_as_if_never_stopped(tmp_path):
+    full, _ = _param_store_fit(10, checkpoint=tmp_path / "full.pt")
+    _param_store_fit(4, checkpoint=tmp_path / "cut.pt")
+    resumed, average = _param_store_fit(10, checkpoint=tmp_path / "cut.pt", resume=True)
+    torch.testing.assert_close(resumed, full, rtol=0, atol=0)
+    assert average.n_averaged == 9
 
 
 @pytest.mark.parametrize("kwargs, match", [({"decay": 1.0}, "decay"), ({"decay": -0.1}, "decay"),
