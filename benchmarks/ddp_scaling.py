@@ -1,8 +1,11 @@
 """Examples per second of one ``pyro_dgm.fit`` call on 1 and on 2 CPU processes (gloo, 1 thread each).
 
-The model is an MLP VAE (784-400-20, about 650k parameters) at a batch of
-``--batch`` examples per process, so that a step's compute (tens of ms)
-outweighs the all-reduce of its gradients (2.6 MB). The processes are forked
+The model (``--model``) is a convolutional VAE on 1x28x28 images (channels
+32-64, latent 16, about 190k parameters: a step's compute, about 150 ms at
+batch 64, outweighs the all-reduce of its gradients, 0.8 MB), or an MLP VAE
+(784-400-20, about 650k parameters: tens of ms of compute against 2.6 MB,
+where the per-step communication and waits show), at a batch of ``--batch``
+examples per process. The processes are forked
 (spawned for CUDA) with torchrun's environment variables set (RANK, WORLD_SIZE, MASTER_ADDR,
 ...), so fit joins a gloo group exactly as under
 ``torchrun --nproc_per_node 2``. 1 and 2 processes alternate in rounds, so
@@ -21,7 +24,7 @@ more about the load than about fit.
 Launched by torchrun itself, each rank trains once and rank 0 prints its
 examples/s (``--device cuda``: one GPU per rank, NCCL):
 
-    python benchmarks/ddp_scaling.py [--rounds 3] [--steps 20] [--batch 256] [--device cpu]
+    python benchmarks/ddp_scaling.py [--model conv|mlp] [--rounds 3] [--steps 20] [--batch 64] [--device cpu]
     torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --device cuda --batch 1024
 """
 
@@ -42,10 +45,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 import pyro_dgm
 from fit_overhead import negative_elbo  # the same hand-written loss as fit_overhead's reference loop
-from pyro_dgm.models import VAE
+from pyro_dgm.models import VAE, ConvVAE
 from pyro_dgm.training.devices import keep_freed_cpu_memory
 
-D = 784
+#: --model -> (builder, shape of one example, description)
+MODELS = {
+    "conv": (lambda: ConvVAE((1, 28, 28), latent_dim=16, channels=(32, 64)), (1, 28, 28),
+             "conv VAE 1x28x28, channels 32-64, latent 16"),
+    "mlp": (lambda: VAE(784, latent_dim=20, hidden=(400,)), (784,), "MLP VAE 784-400-20"),
+}
 
 
 def _free_port() -> int:
@@ -54,13 +62,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(world, steps, batch, device) -> float:
+def train(model, world, steps, batch, device) -> float:
     """Train under the process group of the environment; examples/s of all ranks together."""
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
-    x = torch.bernoulli(torch.full((batch * world * (steps + 3), D), 0.3))
-    vae = VAE(D, latent_dim=20, hidden=(400,))
+    build, shape, _ = MODELS[model]
+    x = torch.bernoulli(torch.full((batch * world * (steps + 3), *shape), 0.3))
+    vae = build()
     stamps = []
     sync = torch.cuda.synchronize if device != "cpu" and torch.cuda.is_available() else (lambda: None)
     pyro_dgm.fit(vae.model, vae.guide, x, steps=steps + 3, batch_size=batch, seed=0, progress=False, device=device,
@@ -79,15 +88,16 @@ class NegativeELBO(torch.nn.Module):
         return negative_elbo(self.vae, x)
 
 
-def train_ddp(world, steps, batch, device) -> float:
+def train_ddp(model, world, steps, batch, device) -> float:
     """The same training as :func:`train` by hand, under torch's DDP when ``world`` > 1; examples/s."""
     torch.set_num_threads(1)
     if device == "cpu":
         keep_freed_cpu_memory()  # the malloc fit sets up on the CPU: the two loops differ in nothing else
     torch.manual_seed(0)
     dev = torch.device(f"cuda:{dist.get_rank() if world > 1 else 0}" if device != "cpu" else "cpu")
-    x = torch.bernoulli(torch.full((batch * (steps + 3), D), 0.3)).to(dev)
-    loss = NegativeELBO(VAE(D, latent_dim=20, hidden=(400,))).to(dev)
+    build, shape, _ = MODELS[model]
+    x = torch.bernoulli(torch.full((batch * (steps + 3), *shape), 0.3)).to(dev)
+    loss = NegativeELBO(build()).to(dev)
     if world > 1:
         loss = DistributedDataParallel(loss)
     opt = torch.optim.Adam(loss.parameters(), lr=1e-3, fused=True)
@@ -102,27 +112,27 @@ def train_ddp(world, steps, batch, device) -> float:
     return world * batch * (len(stamps) - 3) / (stamps[-1] - stamps[2])
 
 
-def _rank(rank, world, port, steps, batch, device, out, by_hand=False):
+def _rank(rank, model, world, port, steps, batch, device, out, by_hand=False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
     if by_hand:
         if world > 1:
             dist.init_process_group("nccl" if device != "cpu" else "gloo")
-        rate = train_ddp(world, steps, batch, device)
+        rate = train_ddp(model, world, steps, batch, device)
         if world > 1:
             dist.destroy_process_group()
     else:
-        rate = train(world, steps, batch, device)
+        rate = train(model, world, steps, batch, device)
     if rank == 0:
         (out / f"world{world}.txt").write_text(str(rate))
 
 
-def _alone(rank, steps, batch, device, out):
+def _alone(rank, model, steps, batch, device, out):
     """One of two trainings that run at once, each a single process with no process group."""
-    (out / f"alone{rank}.txt").write_text(str(train(1, steps, batch, device)))
+    (out / f"alone{rank}.txt").write_text(str(train(model, 1, steps, batch, device)))
 
 
-def examples_per_second(world, steps, batch, device, independent=False, by_hand=False) -> float:
+def examples_per_second(model, world, steps, batch, device, independent=False, by_hand=False) -> float:
     """examples/s of ``world`` ranks of one fit (``by_hand``: of the DDP loop); ``independent``: the sum of
     two fits running side by side."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,11 +140,11 @@ def examples_per_second(world, steps, batch, device, independent=False, by_hand=
         # fork on the CPU (no second import of torch); CUDA cannot be used in a forked child
         how = "fork" if device == "cpu" else "spawn"
         if independent:
-            torch.multiprocessing.start_processes(_alone, args=(steps, batch, device, out), nprocs=2,
+            torch.multiprocessing.start_processes(_alone, args=(model, steps, batch, device, out), nprocs=2,
                                                   start_method=how)
             return sum(float((out / f"alone{r}.txt").read_text()) for r in range(2))
-        torch.multiprocessing.start_processes(_rank, args=(world, _free_port(), steps, batch, device, out, by_hand),
-                                              nprocs=world, start_method=how)
+        torch.multiprocessing.start_processes(_rank, args=(model, world, _free_port(), steps, batch, device, out,
+                                                           by_hand), nprocs=world, start_method=how)
         return float((out / f"world{world}.txt").read_text())
 
 
@@ -142,24 +152,25 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch", type=int, default=256, help="examples per process and step")
+    p.add_argument("--model", choices=sorted(MODELS), default="conv")
+    p.add_argument("--batch", type=int, default=64, help="examples per process and step")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (a GPU per process)")
     args = p.parse_args(argv)
     if "RANK" in os.environ:  # launched by torchrun
         world = int(os.environ["WORLD_SIZE"])
-        rate = train(world, args.steps, args.batch, args.device)
+        rate = train(args.model, world, args.steps, args.batch, args.device)
         if os.environ["RANK"] == "0":
-            print(f"torchrun, {world} process(es) on {args.device}: MLP VAE {D}-400-20, batch {args.batch} per "
+            print(f"torchrun, {world} process(es) on {args.device}: {MODELS[args.model][2]}, batch {args.batch} per "
                   f"process, {args.steps} steps: {rate:.0f} examples/s")
         return
     rates = {1: [], 2: [], "2 alone": [], "DDP 1": [], "DDP 2": []}
     for _ in range(args.rounds):
         for row in rates:
             world = 1 if row in (1, "DDP 1") else 2
-            rates[row].append(examples_per_second(world, args.steps, args.batch, args.device,
+            rates[row].append(examples_per_second(args.model, world, args.steps, args.batch, args.device,
                                                   independent=row == "2 alone", by_hand=str(row).startswith("DDP")))
     backend = "NCCL" if args.device != "cpu" and torch.cuda.is_available() else "gloo"
-    print(f"MLP VAE {D}-400-20, batch {args.batch} per process, {backend} on {args.device}, 1 thread per process, "
+    print(f"{MODELS[args.model][2]}, batch {args.batch} per process, {backend} on {args.device}, 1 thread per process, "
           f"torch {torch.__version__}, {os.cpu_count()} CPU(s), {args.rounds} interleaved rounds x {args.steps} steps")
     print(f"{'processes':>9s} {'median examples/s':>18s} {'all rounds':>30s}  ('2 alone': two 1-process fits at once; "
           "'DDP': the loop by hand under torch's DDP)")

@@ -50,7 +50,7 @@ def negative_elbo(vae, x):
     """The VAE's summed negative ELBO written by hand: analytic KL, BCE with logits, one reparametrized z."""
     loc, scale = vae.encoder(x)
     logits = vae.decoder(loc + scale * torch.randn_like(loc))
-    rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    rec = F.binary_cross_entropy_with_logits(logits, x.reshape(logits.shape), reduction="sum")  # conv: flat logits
     return rec + 0.5 * (loc.pow(2) + scale.pow(2) - 1 - 2 * scale.log()).sum()
 
 
