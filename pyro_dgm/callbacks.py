@@ -243,7 +243,7 @@ class WeightAverage:
         return {"average": self.average, "n_averaged": self.n_averaged}
 
     def load_state_dict(self, state: dict) -> None:
-        if "average" not in state:  # fit hands back callback states by position
+        if "average" not in state:  # a checkpoint from before fit kept callback types matches by position
             raise ValueError("resume: the checkpoint holds no weight average where this WeightAverage stands in "
                              "callbacks; pass the callbacks in the order they were given when it was written")
         self.n_averaged = int(state["n_averaged"])

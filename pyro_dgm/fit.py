@@ -269,7 +269,9 @@ def fit(
             and ``on_train_end(state)`` (see :class:`FitState`), or plain
             callables called every step. A callback's ``state_dict()`` /
             ``load_state_dict()``, if it has them, go into checkpoints (an
-            object with only these two is state that rides in the checkpoint).
+            object with only these two is state that rides in the checkpoint);
+            a resume hands each the state of the saved callback of its type
+            and rank among that type, whatever the order of the list.
         checkpoint: path of the checkpoint file, written atomically every
             ``checkpoint_every`` steps, at every epoch end and at the end.
         resume: True to continue from ``checkpoint`` if it exists, or a path.

@@ -1,5 +1,8 @@
 """EarlyStopping watches the estimate it is told to (issue 15): the objective's loss, evaluate's NLL, or a callable."""
 
+import shutil
+import warnings
+
 import pyro
 import pytest
 import torch
@@ -174,6 +177,41 @@ def _param_store_fit(steps, seen=None, **kwargs):
     pyro_dgm.fit(model, None, x, steps=steps, batch_size=4, lr=0.1, optimizer="sgd", progress=False,
                  callbacks=record + [average], **kwargs)
     return pyro.param("loc").detach(), average
+
+
+def test_a_resume_matches_callback_states_by_type_whatever_the_order(tmp_path):
+    """Two averages and an early stopping, resumed in another order with a stateless callback in front and
+    a new average added: each takes its own type's saved state (the k-th WeightAverage the k-th one's), the
+    run ends as the uninterrupted one, and the new one starts afresh with a warning."""
+    x = torch.randn(256, 2) + torch.tensor([3.0, -1.0])
+
+    def run(steps, path, order, resume=False, extra=()):
+        torch.manual_seed(0)
+        m = GaussianMean()
+        made = {"slow": WeightAverage(m, decay=0.9, load_at_end=False),
+                "fast": WeightAverage(m, decay=0.5, load_at_end=False),
+                "stop": EarlyStopping(x[:32], patience=100)}
+        pyro_dgm.fit(m.model, None, x, steps=steps, batch_size=4, lr=0.1, optimizer="sgd", seed=0, progress=False,
+                     callbacks=[*extra, *(made[k] for k in order)], checkpoint=path, resume=resume)
+        return made
+
+    full = run(130, tmp_path / "full.pt", ("slow", "fast", "stop"))
+    run(70, tmp_path / "cut.pt", ("slow", "fast", "stop"))
+    for copy in ("added.pt", "left_out.pt"):
+        shutil.copy(tmp_path / "cut.pt", tmp_path / copy)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        resumed = run(130, tmp_path / "cut.pt", ("stop", "slow", "fast"), resume=True,
+                      extra=(lambda state: None,))
+    assert not [w for w in seen if "callback" in str(w.message)]
+    with pytest.warns(UserWarning, match="holds no state of a WeightAverage callback for this one.*starts afresh"):
+        run(71, tmp_path / "added.pt", ("slow", "fast", "stop"), resume=True, extra=(WeightAverage(GaussianMean()),))
+    with pytest.warns(UserWarning, match=r"callback\(s\) \['WeightAverage'\] that this call does not pass"):
+        run(71, tmp_path / "left_out.pt", ("slow", "stop"), resume=True)
+    for k in ("slow", "fast"):
+        torch.testing.assert_close(resumed[k].average, full[k].average, rtol=0, atol=0)
+        assert resumed[k].n_averaged == full[k].n_averaged == 130
+    assert resumed["stop"].history == full["stop"].history and len(full["stop"].history) == 2
 
 
 def test_weight_average_of_the_param_store_of_a_program_without_a_module():

@@ -44,6 +44,7 @@ def checkpoint_of(run, progress: Progress, ranks) -> dict | None:
         "schedulers": {g: s.state_dict() for g, s in run.schedulers.items()},
         "objective": per_rank[0]["objective"],
         "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else {} for cb in run.callbacks],
+        "callback_kinds": [_kind(cb) for cb in run.callbacks],
         "losses": progress.losses, "terms": progress.terms,
         "step": progress.step, "epoch": progress.epoch, "batch_in_epoch": progress.skip,
         "shuffle_seed": run.batches.shuffle_seed,
@@ -79,13 +80,52 @@ def restore(run, path: Path, ranks, device) -> Progress:
     except (KeyError, RuntimeError, TypeError) as err:
         raise ValueError(f"resume: the checkpoint's objective state does not fit {run.objective!r} "
                          f"({type(err).__name__}: {err}); resume with the objective it was written with") from err
-    for cb, cb_state in zip(run.callbacks, state.get("callbacks", [])):
-        if hasattr(cb, "load_state_dict"):
-            cb.load_state_dict(cb_state)
+    for cb, cb_state in _matched_callbacks(run.callbacks, state, path):
+        cb.load_state_dict(cb_state)
     run.batches.shuffle_seed = state["shuffle_seed"]
     ckpt.set_rng_state(own["rng"])
     return Progress({g: list(v) for g, v in state["losses"].items()}, {k: list(v) for k, v in state["terms"].items()},
                     state["step"], state["epoch"], state["batch_in_epoch"] if skip is None else skip)
+
+
+def _kind(callback) -> str:
+    return f"{type(callback).__module__}.{type(callback).__qualname__}"
+
+
+def _matched_callbacks(callbacks, state, path) -> list:
+    """(callback, its saved state) for each callback with a ``load_state_dict``.
+
+    A callback takes the state of the saved callback of its own type and rank
+    among that type (the second EarlyStopping the second one's), so a resume
+    may list the callbacks in another order or add stateless ones. A stateful
+    callback with no saved counterpart starts afresh, and a saved state with
+    no callback now is dropped, each with a warning. Checkpoints written
+    before the types were kept match by position.
+    """
+    states = state.get("callbacks", [])
+    kinds = state.get("callback_kinds")
+    if kinds is None:
+        return [(cb, st) for cb, st in zip(callbacks, states) if hasattr(cb, "load_state_dict")]
+    saved = {}
+    for kind, st in zip(kinds, states):
+        saved.setdefault(kind, []).append(st)
+    taken, pairs = {}, []
+    for cb in callbacks:
+        kind = _kind(cb)
+        i = taken[kind] = taken.get(kind, -1) + 1
+        if not hasattr(cb, "load_state_dict"):
+            continue
+        if i < len(saved.get(kind, [])):
+            pairs.append((cb, saved[kind][i]))
+        else:
+            warnings.warn(f"resume: {str(path)!r} holds no state of a {type(cb).__name__} callback for this one "
+                          "(it was not among the callbacks when the checkpoint was written): it starts afresh",
+                          stacklevel=5)
+    dropped = [kind.rsplit(".", 1)[-1] for kind, sts in saved.items() for st in sts[taken.get(kind, -1) + 1:] if st]
+    if dropped:
+        warnings.warn(f"resume: {str(path)!r} holds the state of callback(s) {dropped} that this call does not "
+                      "pass; that state is not used", stacklevel=5)
+    return pairs
 
 
 def _own_rank_state(state, ranks, path):
