@@ -449,3 +449,19 @@ def test_made_single_ordering_is_an_explicit_choice():
     assert sorted(shuffled.ordering.tolist()) == list(range(6)) and not torch.equal(shuffled.ordering, torch.arange(6))
     with pytest.raises(ValueError, match="'natural'"):
         MADE(6, order="raster")
+
+
+def test_made_dropout_is_random_in_training_only_and_keeps_the_autoregressive_property():
+    torch.manual_seed(0)
+    model = MADE(9, hidden=(64, 64), order=torch.randperm(9), dropout=0.5)
+    x = torch.bernoulli(torch.full((4, 9), 0.5))
+    first, second = model.log_prob_under(x, 0), model.log_prob_under(x, 0)
+    assert not torch.allclose(first, second)  # training mode: a new dropout mask per call
+    model.eval()
+    torch.testing.assert_close(model.log_prob(x), model.log_prob(x))
+    _assert_autoregressive(_jacobian(model, (9,)), model.ordering)
+    model.train()
+    _assert_autoregressive(_jacobian(model, (9,)), model.ordering)  # dropout zeroes units, never adds a path
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout"):
+            MADE(9, dropout=bad)

@@ -11,7 +11,8 @@ from .ebm import *  # noqa: F401,F403
 from .flows import *  # noqa: F401,F403
 from .gan import *  # noqa: F401,F403
 from .score import *  # noqa: F401,F403
+from .mixture import Mixture
 from .vae import VAE, ConvVAE
 
-__all__ = (["DistributionModel", "FactorizedBernoulli", "DiagonalGaussian", "VAE", "ConvVAE"]
+__all__ = (["DistributionModel", "FactorizedBernoulli", "DiagonalGaussian", "Mixture", "VAE", "ConvVAE"]
            + autoregressive.__all__ + flows.__all__ + gan.__all__ + ebm.__all__ + score.__all__)

@@ -21,17 +21,22 @@ from ...checks import as_event_shape
 __all__ = ["AutoregressiveModel", "check_order", "mixture_log_prob", "mixture_sample"]
 
 
-def mixture_log_prob(log_prob_under, x: torch.Tensor, k: int, *args) -> torch.Tensor:
+def mixture_log_prob(log_prob_under, x: torch.Tensor, k: int, *args, log_weights=None) -> torch.Tensor:
     """:math:`\\log \\frac{1}{K}\\sum_k p(x \\mid M_k)` of an ensemble (MADE's mask sets, NADE's
-    orderings) from ``log_prob_under(x, k, *args)``, shape ``(n,)``."""
+    orderings) from ``log_prob_under(x, k, *args)``, shape ``(n,)``; with ``log_weights`` (K,),
+    :math:`\\log \\sum_k w_k p(x \\mid M_k)` (:class:`~pyro_dgm.models.Mixture`)."""
     lps = torch.stack([log_prob_under(x, member, *args) for member in range(k)])
-    return torch.logsumexp(lps, 0) - math.log(k)
+    if log_weights is None:
+        return torch.logsumexp(lps, 0) - math.log(k)
+    return torch.logsumexp(lps + log_weights.unsqueeze(-1), 0)
 
 
-def mixture_sample(n: int, k: int, draw, shape, device) -> torch.Tensor:
-    """n draws ``(n, *shape)`` of a uniform mixture of k members: each row's member first, then
-    ``draw(rows, member)`` (a bool row mask and an index) for the rows of each member in turn."""
-    which = torch.randint(k, (n,), device=device)
+def mixture_sample(n: int, k: int, draw, shape, device, weights=None) -> torch.Tensor:
+    """n draws ``(n, *shape)`` of a mixture of k members (uniform, or ``weights`` (k,)): each row's
+    member first, then ``draw(rows, member)`` (a bool row mask and an index) for the rows of each
+    member in turn."""
+    which = (torch.randint(k, (n,), device=device) if weights is None
+             else torch.multinomial(weights.to(device), n, replacement=True))
     out = torch.zeros(n, *shape, device=device)
     for member in which.unique().tolist():
         rows = which == member

@@ -98,6 +98,8 @@ class MADE(AutoregressiveModel):
             (``benchmarks/quality_autoregressive.py``) reports both single-ordering choices.
         connectivity: "random" (degrees drawn per mask set) or "sequential".
         seed: seeds the orderings and degrees.
+        dropout: the probability of zeroing a hidden unit in training mode
+            (``F.dropout`` after each hidden layer); 0 turns it off.
         output, num_levels, num_components: the conditional (see
             :class:`~pyro_dgm.models.autoregressive.AutoregressiveModel`).
 
@@ -113,10 +115,14 @@ class MADE(AutoregressiveModel):
     """
 
     def __init__(self, event_shape, hidden=(500,), num_masks: int = 1, order=None, connectivity: str = "random",
-                 seed: int = 0, output: str = "bernoulli", num_levels: int | None = None, num_components: int = 5):
+                 seed: int = 0, output: str = "bernoulli", num_levels: int | None = None, num_components: int = 5,
+                 dropout: float = 0.0):
         super().__init__(event_shape, output, num_levels, num_components)
         hidden = widths("hidden", hidden)
         count("num_masks", num_masks)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
         if connectivity not in CONNECTIVITY:
             raise ValueError(f"connectivity: expected one of {CONNECTIVITY}, got {connectivity!r}")
         if isinstance(order, str) and order not in ORDERS:
@@ -166,7 +172,7 @@ class MADE(AutoregressiveModel):
         n, h = u.shape[0], u.reshape(u.shape[0], -1)
         for l, (layer, m) in enumerate(zip(self.layers, self.masks_of(mask))):
             if l:
-                h = F.relu(h)
+                h = F.dropout(F.relu(h), self.dropout, self.training)
             h = F.linear(h, layer.weight * m, layer.bias) + (first if l == 0 else 0.0)
         return (h + last).view(n, self.dim, self.num_params)
 
