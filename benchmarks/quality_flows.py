@@ -63,6 +63,14 @@ TOY_TRAINING = {name: {**TOYS, "epochs": 150, "lr": 1e-3, "cosine": True} for na
 # (live 0.1105, best average 0.1060), 8 layers (live 0.1043, best average 0.1002). Better: lr 3e-3, live 0.0905,
 # 0.9995 from a third 0.0850, 0.9998 from half 0.0852, 0.9999 from half 0.0893; kept: lr 3e-3, 0.9998 from half
 # (test gap 0.106: the 0.10 target is not met).
+# The test gap is one run (seed 0) scored on 2,000 test points; the truth's NLL is log 32 at every point, so the
+# printed ±0.008 (the NLL's s.e.) is the gap's too. The kept run's gap on 20 other 2,000-point samples (seeds
+# 600-619): mean 0.087, s.d. 0.008, 0.074 to 0.105; on 200,000 points 0.088. The test points score ~2 s.e. above
+# that, +0.02 over the validation gap for both the lr 2e-3 and 3e-3 runs: a property of that sample, not of the
+# choice (validation and test score the same seed-0 run). Not better, one run each, on the 20,000 validation points
+# (best average; kept 0.0852):
+# lr 5e-3 with 500 warm-up steps 0.0920, hidden (128, 128) 0.0977, 200 epochs 0.0953 (0.9998 from a third),
+# 24 bins 0.1193 (0.9998 from a third); 12 bins 0.0858 (0.9995 from a third), the same within the noise.
 TOY_OVERRIDES = {("nsf-ar", "checkerboard"): {"batch_size": 64, "lr": 3e-3, "average": 0.9998, "average_from": 0.5}}
 DIGITS = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 4}  # early stopping on the 180 val images
 DIGIT_MODELS = {
