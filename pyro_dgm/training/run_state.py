@@ -80,8 +80,11 @@ def restore(run, path: Path, ranks, device) -> Progress:
     except (KeyError, RuntimeError, TypeError) as err:
         raise ValueError(f"resume: the checkpoint's objective state does not fit {run.objective!r} "
                          f"({type(err).__name__}: {err}); resume with the objective it was written with") from err
-    for cb, cb_state in _matched_callbacks(run.callbacks, state, path):
-        cb.load_state_dict(cb_state)
+    pairs, notes = _matched_callbacks(run.callbacks, state, path)
+    for cb, cb_state in pairs:
+        cb.load_state_dict(cb_state)  # a callback may refuse the resume here (RunIdentity): before any warning
+    for note in notes:
+        warnings.warn(note, stacklevel=4)
     run.batches.shuffle_seed = state["shuffle_seed"]
     ckpt.set_rng_state(own["rng"])
     return Progress({g: list(v) for g, v in state["losses"].items()}, {k: list(v) for k, v in state["terms"].items()},
@@ -92,24 +95,25 @@ def _kind(callback) -> str:
     return f"{type(callback).__module__}.{type(callback).__qualname__}"
 
 
-def _matched_callbacks(callbacks, state, path) -> list:
-    """(callback, its saved state) for each callback with a ``load_state_dict``.
+def _matched_callbacks(callbacks, state, path) -> tuple[list, list]:
+    """``(pairs, notes)``: (callback, its saved state) for each callback with a ``load_state_dict``,
+    and what to warn of.
 
     A callback takes the state of the saved callback of its own type and rank
     among that type (the second EarlyStopping the second one's), so a resume
     may list the callbacks in another order or add stateless ones. A stateful
     callback with no saved counterpart starts afresh, and a saved state with
-    no callback now is dropped, each with a warning. Checkpoints written
+    no callback now is dropped, each with a note. Checkpoints written
     before the types were kept match by position.
     """
     states = state.get("callbacks", [])
     kinds = state.get("callback_kinds")
     if kinds is None:
-        return [(cb, st) for cb, st in zip(callbacks, states) if hasattr(cb, "load_state_dict")]
+        return [(cb, st) for cb, st in zip(callbacks, states) if hasattr(cb, "load_state_dict")], []
     saved = {}
     for kind, st in zip(kinds, states):
         saved.setdefault(kind, []).append(st)
-    taken, pairs = {}, []
+    taken, pairs, notes = {}, [], []
     for cb in callbacks:
         kind = _kind(cb)
         i = taken[kind] = taken.get(kind, -1) + 1
@@ -118,14 +122,13 @@ def _matched_callbacks(callbacks, state, path) -> list:
         if i < len(saved.get(kind, [])):
             pairs.append((cb, saved[kind][i]))
         else:
-            warnings.warn(f"resume: {str(path)!r} holds no state of a {type(cb).__name__} callback for this one "
-                          "(it was not among the callbacks when the checkpoint was written): it starts afresh",
-                          stacklevel=5)
+            notes.append(f"resume: {str(path)!r} holds no state of a {type(cb).__name__} callback for this one "
+                         "(it was not among the callbacks when the checkpoint was written): it starts afresh")
     dropped = [kind.rsplit(".", 1)[-1] for kind, sts in saved.items() for st in sts[taken.get(kind, -1) + 1:] if st]
     if dropped:
-        warnings.warn(f"resume: {str(path)!r} holds the state of callback(s) {dropped} that this call does not "
-                      "pass; that state is not used", stacklevel=5)
-    return pairs
+        notes.append(f"resume: {str(path)!r} holds the state of callback(s) {dropped} that this call does not "
+                     "pass; that state is not used")
+    return pairs, notes
 
 
 def _own_rank_state(state, ranks, path):
