@@ -92,16 +92,15 @@ class _KeepBest:
 def fit_kept(cls, options, fit_options, data, seed, epochs_scale=1.0):
     """A model trained on ``data[0]`` with early stopping on ``data[1]``, its best weights loaded (eval
     mode); returns ``(model, train seconds, _KeepBest)``. ``seed`` seeds the initialisation and the
-    batches (not the data split); ``fit_options`` may name ``optimizer`` and ``optimizer_kwargs``."""
+    batches (not the data split)."""
     x, xv = data[0], data[1]
     torch.manual_seed(seed)
     m = cls(tuple(x.shape[1:]), **options)
     epochs = max(1, int(fit_options["epochs"] * epochs_scale))
     keep = _KeepBest(m, xv)
-    extra = {k: fit_options[k] for k in ("optimizer", "optimizer_kwargs") if k in fit_options}
     t0 = time.perf_counter()
     pyro_dgm.fit(m.model, None, x, epochs=epochs, lr=fit_options["lr"], batch_size=fit_options["batch_size"],
-                 seed=seed, callbacks=[keep], progress=False, **extra)
+                 seed=seed, callbacks=[keep], progress=False)
     seconds = time.perf_counter() - t0
     keep.restore()
     return m, seconds, keep

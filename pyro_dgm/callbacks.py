@@ -204,8 +204,11 @@ class WeightAverage:
         parameters and the param store's sites exist only after the programs have run)."""
         if self.module is None:
             self.module = nn.ModuleList(state.modules)
-            if self.average is not None:  # resumed: the checkpoint's average onto the parameters' devices
-                self.average = [t.to(p.device) for t, p in zip(self.average, self._parameters())]
+            self._average_on_devices()  # resumed: the checkpoint's average onto the parameters' devices
+
+    def _average_on_devices(self) -> None:
+        if self.average is not None:
+            self.average = [t.to(p.device) for t, p in zip(self.average, self._parameters())]
 
     def on_step_end(self, state) -> None:
         self._bind(state)
@@ -248,5 +251,5 @@ class WeightAverage:
                              "callbacks; pass the callbacks in the order they were given when it was written")
         self.n_averaged = int(state["n_averaged"])
         self.average = state["average"]
-        if self.average is not None and self.module is not None:
-            self.average = [t.to(p.device) for t, p in zip(self.average, self._parameters())]
+        if self.module is not None:  # module=None: moved when bound, at the first step
+            self._average_on_devices()
