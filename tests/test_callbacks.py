@@ -275,8 +275,10 @@ def test_weight_average_of_a_plain_pyro_flow_and_early_stopping_on_the_average()
         EarlyStopping(xv, average=layers)
 
 
-def test_weight_average_of_an_autoguide_made_on_the_first_step():
-    """An AutoNormal guide creates its parameters when first called: the average starts from them."""
+@pytest.mark.parametrize("given", [True, False], ids=["the guide", "no module"])
+def test_weight_average_of_an_autoguide_made_on_the_first_step(given):
+    """An AutoNormal guide creates its parameters when first called: the average starts from them (given
+    the guide, or with no module: every parameter fit trains, here the guide's alone)."""
     from pyro.infer.autoguide import AutoNormal
 
     from pyro_dgm.callbacks import WeightAverage
@@ -290,7 +292,7 @@ def test_weight_average_of_an_autoguide_made_on_the_first_step():
     torch.manual_seed(0)
     guide = AutoNormal(model)
     seen = []
-    average = WeightAverage(guide, decay=0.8, start=2)
+    average = WeightAverage(guide if given else None, decay=0.8, start=2)
     pyro_dgm.fit(model, guide, torch.randn(64, 2) + 3.0, steps=8, batch_size=16, lr=0.05, progress=False,
                  callbacks=[lambda state: seen.append([p.detach().clone() for p in guide.parameters()]), average])
     expected = seen[1]
