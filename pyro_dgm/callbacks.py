@@ -158,7 +158,9 @@ class WeightAverage:
             trains: the modules of the programs and the ``pyro.param``
             sites of Pyro's param store (a plain Pyro program with no
             module of its own, e.g. ``pyro.param("loc", ...)``), whose
-            store then holds the average after training.
+            store then holds the average after training. A GAN's critic
+            (the objective's "critic" group) is left out: it keeps its
+            live weights.
         decay: in [0, 1): how much of the average each step keeps.
         start: the first step that is averaged (the first copies the weights).
         load_at_end: load the average into ``module`` when training ends.
@@ -201,9 +203,11 @@ class WeightAverage:
 
     def _bind(self, state) -> None:
         """``module=None``: fit's trained modules, known from the first step on (an autoguide's
-        parameters and the param store's sites exist only after the programs have run)."""
+        parameters and the param store's sites exist only after the programs have run), but for a
+        GAN's critic: only what samples is averaged, as the GAN literature averages the generator."""
         if self.module is None:
-            self.module = nn.ModuleList(state.modules)
+            critic = {id(m) for m in state.objective.param_groups().get("critic", [])}
+            self.module = nn.ModuleList([m for m in state.modules if id(m) not in critic])
             self._average_on_devices()  # resumed: the checkpoint's average onto the parameters' devices
 
     def _average_on_devices(self) -> None:

@@ -301,3 +301,27 @@ def test_weight_average_of_an_autoguide_made_on_the_first_step(given):
     assert average.n_averaged == 7
     for live, mean in zip(guide.parameters(), expected):
         torch.testing.assert_close(live.detach(), mean)
+
+
+def test_weight_average_with_no_module_leaves_a_gans_critic_live():
+    """``WeightAverage()`` on a GAN averages what samples, the generator, as ``WeightAverage(generator)``
+    does; the critic keeps its live weights."""
+    from pyro_dgm.callbacks import WeightAverage
+    from pyro_dgm.data import toy_2d
+    from pyro_dgm.inference import Adversarial
+    from pyro_dgm.models import MLPCritic, MLPGenerator
+
+    def run(average_of):
+        torch.manual_seed(0)
+        gen, critic = MLPGenerator(2, hidden=(16,)), MLPCritic(2, hidden=(16,))
+        average = WeightAverage(average_of(gen), decay=0.5)
+        pyro_dgm.fit(gen.model, None, toy_2d("8gaussians", 256, seed=0), objective=Adversarial(critic, loss="ns"),
+                     steps=6, batch_size=64, seed=0, progress=False, callbacks=[average])
+        return gen, critic, average
+
+    gen, critic, average = run(lambda gen: None)
+    gen_only, critic_live, _ = run(lambda gen: gen)
+    assert len(average.average) == len(list(gen.parameters()))
+    for a, b in [(gen, gen_only), (critic, critic_live)]:
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
