@@ -71,6 +71,12 @@ TOY_TRAINING = {name: {**TOYS, "epochs": 150, "lr": 1e-3, "cosine": True} for na
 # (best average; kept 0.0852):
 # lr 5e-3 with 500 warm-up steps 0.0920, hidden (128, 128) 0.0977, 200 epochs 0.0953 (0.9998 from a third),
 # 24 bins 0.1193 (0.9998 from a third); 12 bins 0.0858 (0.9995 from a third), the same within the noise.
+# Run-to-run noise, the kept settings with training seeds 1 and 2 (same data, 20,000 validation points): 0.0944,
+# 0.0948 (seed 0 0.0852; mean 0.0915, s.d. 0.0054), so differences under ~0.01 are noise and seed 0 is the
+# luckiest of three. Not better, seed 0: the coupling flow "nsf" at these settings 0.1377; nsf-ar with each
+# layer's autoregressive order fixed, so that the reversals alternate the conditioned coordinate, 0.0998 (the
+# builder's orders are random per layer: seed 0's condition coordinate 0 on 1 in four layers in a row). Test gap
+# still 0.106 (rerun): the 0.10 target is not met.
 TOY_OVERRIDES = {("nsf-ar", "checkerboard"): {"batch_size": 64, "lr": 3e-3, "average": 0.9998, "average_from": 0.5}}
 DIGITS = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 4}  # early stopping on the 180 val images
 DIGIT_MODELS = {
