@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -140,31 +139,9 @@ def _positive(name, value):
         raise UsageError(f"--{name}: expected an integer >= 1, got {value}")
 
 
-_SKIPPED = ("event_shape", "data_kind", "module")
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-
-
-def _options_of(fn) -> dict:
-    """{name: default} of the keyword options a registry callable takes.
-
-    Its named parameters; and when it forwards ``**options`` to a class it
-    closes over as ``cls`` (the autoregressive builders, the EBM objectives),
-    that class's, with the ``defaults`` it registers.
-    """
-    if fn is None:
-        return {}
-    params = inspect.signature(fn).parameters
-    named = {n: p.default for n, p in params.items() if n not in _SKIPPED and p.kind in _NAMED}
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) or inspect.isclass(fn):
-        return named
-    scope = inspect.getclosurevars(fn).nonlocals
-    inner = _options_of(scope["cls"]) if inspect.isclass(scope.get("cls")) else {}
-    return {**inner, **scope.get("defaults", {}), **named}
-
-
 def model_options(spec) -> dict:
     """{name: default} of the options ``--model-option`` accepts for a registered model (builder and objective)."""
-    return {**_options_of(spec.build), **_options_of(spec.objective)}
+    return {**registry.options_of(spec.build), **registry.options_of(spec.objective)}
 
 
 def _literal(text: str):
@@ -195,8 +172,8 @@ def parse_model_options(spec, pairs) -> dict:
 
 def _split_options(spec, options: dict) -> tuple:
     """(builder options, objective options)."""
-    objective = _options_of(spec.objective)
-    return ({k: v for k, v in options.items() if k in _options_of(spec.build)},
+    objective = registry.options_of(spec.objective)
+    return ({k: v for k, v in options.items() if k in registry.options_of(spec.build)},
             {k: v for k, v in options.items() if k in objective})
 
 
@@ -204,7 +181,7 @@ def _recorded_build_options(spec, options: dict) -> dict:
     """The builder's options as this run uses them: its current defaults (those JSON can hold) and the given
     ones. Recorded in run.json, so that a run still loads after a release changes a default."""
     recorded = {}
-    for key, value in {**_options_of(spec.build), **_split_options(spec, options)[0]}.items():
+    for key, value in {**registry.options_of(spec.build), **_split_options(spec, options)[0]}.items():
         try:
             json.dumps(value)
         except TypeError:

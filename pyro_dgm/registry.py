@@ -13,10 +13,13 @@ attributes or a :class:`ModelSpec`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["ModelSpec", "register_model", "register_data", "MODELS", "DATA", "get_model", "get_data"]
+__all__ = ["ModelSpec", "register_model", "register_data", "MODELS", "DATA", "get_model", "get_data",
+           "options_of"]
 
 
 @dataclass
@@ -60,11 +63,48 @@ MODELS: dict[str, ModelSpec] = {}
 DATA: dict[str, DataSpec] = {}
 
 
+_SKIPPED = ("event_shape", "data_kind", "module")
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def options_of(fn) -> dict:
+    """{name: default} of the keyword options a registry callable takes.
+
+    Its named parameters; and when it forwards ``**options`` to a class it
+    closes over as ``cls`` (the autoregressive builders, the EBM objectives),
+    that class's, with the ``defaults`` it registers.
+    """
+    if fn is None:
+        return {}
+    fn = inspect.unwrap(fn)
+    params = inspect.signature(fn).parameters
+    named = {n: p.default for n, p in params.items() if n not in _SKIPPED and p.kind in _NAMED}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) or inspect.isclass(fn):
+        return named
+    scope = inspect.getclosurevars(fn).nonlocals
+    inner = options_of(scope["cls"]) if inspect.isclass(scope.get("cls")) else {}
+    return {**inner, **scope.get("defaults", {}), **named}
+
+
+def _refusing_unknown_options(name, build):
+    """``build`` with a ValueError for an option it does not take (many builders end in ``**options``,
+    which would drop a misspelt one without a word), before anything is built."""
+    @functools.wraps(build)
+    def checked(event_shape, data_kind, **options):
+        accepted = options_of(build)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"model {name!r}: no option(s) {unknown}; its options are "
+                             f"{', '.join(sorted(accepted)) or 'none'}")
+        return build(event_shape, data_kind, **options)
+    return checked
+
+
 def register_model(name, *, family, data_kinds=("binary",), objective=None, fit_defaults=None,
                    description="", conditional=False, options_added=None):
-    """Decorator: register ``build`` under ``name``."""
+    """Decorator: register ``build`` under ``name`` (its ``ModelSpec.build`` refuses unknown options)."""
     def deco(build):
-        MODELS[name] = ModelSpec(name, family, build, objective, tuple(data_kinds),
+        MODELS[name] = ModelSpec(name, family, _refusing_unknown_options(name, build), objective, tuple(data_kinds),
                                  dict(fit_defaults or {}), description or (build.__doc__ or "").strip(),
                                  bool(conditional), dict(options_added or {}))
         return build

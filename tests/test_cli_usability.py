@@ -48,7 +48,7 @@ def test_a_run_loads_after_a_release_changes_a_default(tmp_path, monkeypatch):
     assert main(TRAIN + ["--model", "vae", "--model-option", "hidden=(16,)", "--out", str(run)]) == 0
     meta = json.loads((run / "run.json").read_text())
     assert meta["build_options"] == {"latent_dim": 16, "hidden": [16]} and meta["model_options"] == {"hidden": [16]}
-    build = registry.get_model("vae").build
+    build = registry.get_model("vae").build.__wrapped__  # the builder inside its check of the option names
     monkeypatch.setattr(build, "__defaults__", (3, (256,)))  # a later release: latent_dim=3 by default
     assert registry.get_model("vae").build((64,), "binary").latent_dim == 3
     loaded = load_run(run)
@@ -224,3 +224,17 @@ def test_train_refuses_an_ema_decay_outside_0_1(tmp_path, capsys):
     assert main(["train", "--model", "maf", "--data", "8gaussians", "--ema", "1.5", "--out", str(tmp_path / "r")]) == 2
     assert "--ema: expected a decay in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name, options, typo", [("nsf", {"count_bins": 4}, "coun_bins"),
+                                                 ("made", {"hidden": (16,)}, "hiden"),
+                                                 ("vae", {"latent_dim": 2}, "latent")])
+def test_a_registered_builder_refuses_an_option_it_does_not_take(name, options, typo):
+    """Builders ending in **options used to drop a misspelt option without a word (nsf built its default
+    8 bins when asked for coun_bins=4): the registry's build now names it, and the options it takes."""
+    spec = registry.get_model(name)
+    shape, kind = ((2,), "points") if name == "nsf" else ((64,), "binary")
+    assert spec.build(shape, kind, **options) is not None
+    with pytest.raises(ValueError, match=rf"model '{name}': no option\(s\) \['{typo}'\]; its options are .*"
+                                         rf"{next(iter(options))}"):
+        spec.build(shape, kind, **{typo: 1})
