@@ -1,6 +1,6 @@
 """GANs: sample quality of every adversarial objective, on 2-D toys and on digits.
 
-    python benchmarks/quality.py --family gan                  # everything (toys: about 16 CPU-min, one thread; 25 under load)
+    python benchmarks/quality.py --family gan   # everything (toys: about 16 CPU-min, one thread; 25 under load)
     python benchmarks/quality_gan.py --toys 25gaussians --objectives ns,hinge --no-digits
     python benchmarks/quality.py --family gan --epochs-scale 0.2   # a quick look
 
@@ -172,8 +172,8 @@ for _loss in ("minimax", "ns"):
 # Two time scales help Hellinger: critic lr 2e-3, generator 1e-3, lazy gamma = 0.1: 20 / 20 / 20 on seed
 # 11 (reverse KL 10); critic 4e-3 collapsed (0), 3e-3 diverged on seed 10, 2 critic steps 14, gamma = 0.1
 # on every batch diverged (so did reverse KL's); lazy gamma = 0.3: 25, 22, 20 at 4,000 (seed 10 still 20
-# at 5,000). Lazy gamma = 1: 25 / 25 / 25, 25 / 25 / 25, 23 / 23 / 25 modes (seeds 10, 12, 11; 20, 21, 23
-# at 3,000), HQ at 3,500 0.69, 0.68, 0.63: so 3,500 steps (about 35 CPU s a seed, as the other rows).
+# at 5,000). Lazy gamma = 1, modes at 3,000 / 3,500 / 4,000: seed 10 20 / 25 / 25, seed 12 21 / 25 / 25,
+# seed 11 23 / 23 / 25; HQ at 3,500 0.69, 0.68, 0.63: so 3,500 steps (about 35 CPU s a seed, as the other rows).
 _RUNS_25["f-gan hellinger"] = ToyRun(_f_gan("hellinger", 1.0, r1_every=4), 3500,
                                      {**ADAM_GAN, "lr": {"critic": 2e-3, "generator": 1e-3}})
 
