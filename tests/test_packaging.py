@@ -35,7 +35,8 @@ def test_import_leaves_arviz_and_matplotlib_unloaded_until_used():
 
 def test_the_release_ships_license_types_and_changelog():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert meta["project"]["license"] == {"text": "MIT"}
+    assert meta["project"]["license"] == "MIT"  # an SPDX expression (the TOML-table form is deprecated)
+    assert "setuptools>=77" in meta["build-system"]["requires"]  # the first setuptools that reads it
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert (Path(pyro_dgm.__file__).parent / "py.typed").is_file()
     assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["pyro_dgm"]
