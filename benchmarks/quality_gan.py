@@ -1,6 +1,6 @@
 """GANs: sample quality of every adversarial objective, on 2-D toys and on digits.
 
-    python benchmarks/quality.py --family gan   # everything (toys: about 16 CPU-min, one thread; 25 under load)
+    python benchmarks/quality.py --family gan   # everything (toys: about 17 CPU-min, one thread)
     python benchmarks/quality_gan.py --toys 25gaussians --objectives ns,hinge --no-digits
     python benchmarks/quality.py --family gan --epochs-scale 0.2   # a quick look
 
