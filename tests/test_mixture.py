@@ -105,18 +105,25 @@ def test_bad_components_are_refused():
         mix.log_prob(torch.ones(2, 4))
 
 
+def _benchmark(name):
+    """A module of ``benchmarks/`` (scripts, not a package), imported once."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
 @pytest.mark.parametrize("transpose, flip", [(False, ()), (False, (-1,)), (False, (-2,)), (False, (-2, -1)),
                                              (True, ()), (True, (-1,)), (True, (-2,)), (True, (-2, -1))])
 def test_the_ensemble_benchmarks_reoriented_pixelcnn_is_a_normalized_density(transpose, flip):
     """``benchmarks/quality_ensemble.Reoriented`` (a gated PixelCNN read from another corner, a mixture
     member): over all 512 binary 3x3 images its probabilities sum to 1, it scores x as the inner model
     scores the moved pixels, and its samples are the inner model's moved back."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from quality_ensemble import Reoriented
-
+    Reoriented = _benchmark("quality_ensemble").Reoriented
     torch.manual_seed(0)
     m = Reoriented((1, 3, 3), transpose=transpose, flip=flip, hidden=8, num_layers=2, kernel_size=3).eval()
     bits = torch.arange(512).unsqueeze(1).bitwise_right_shift(torch.arange(9)).bitwise_and(1)
