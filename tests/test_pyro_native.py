@@ -574,6 +574,36 @@ def test_plain_function_gan_generator_trains_with_adversarial():
     assert (after - x.mean(0)).norm() < 0.5 * (before - x.mean(0)).norm(), (before, after)
 
 
+
+def test_weight_average_with_no_module_averages_a_plain_generator_and_leaves_the_critic_live():
+    """``WeightAverage()`` on a GAN whose generator is a plain function with ``pyro.module``: the same
+    weights as ``WeightAverage(net)``, bit for bit, for the generator's network and the (live) critic."""
+    from pyro_dgm.callbacks import WeightAverage
+
+    def run(given):
+        pyro.clear_param_store()  # pyro.module would hand the second run the first one's trained weights
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+        critic = MLPCritic(2, hidden=(16,))
+
+        def generator(x):
+            pyro.module("generator", net)
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(torch.zeros(len(x), 4), 1.0).to_event(1))
+                pyro.sample("x", dist.Delta(net(z), event_dim=1), obs=x)
+
+        average = WeightAverage(net if given else None, decay=0.5)
+        pyro_dgm.fit(generator, None, torch.randn(256, 2), objective=Adversarial(critic), steps=6, batch_size=64,
+                     seed=0, progress=False, callbacks=[average])
+        return net, critic, average
+
+    net, critic, average = run(given=False)
+    net_given, critic_given, _ = run(given=True)
+    assert len(average.average) == len(list(net.parameters()))
+    for a, b in [(net, net_given), (critic, critic_given)]:
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+
 # -- evaluate ---------------------------------------------------------------------------
 def test_evaluate_global_latents_is_the_exact_posterior_predictive():
     """Conjugate Gaussian mean: the posterior predictive N(m_n, 1 + v_n) in closed form."""
