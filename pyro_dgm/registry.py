@@ -63,7 +63,7 @@ MODELS: dict[str, ModelSpec] = {}
 DATA: dict[str, DataSpec] = {}
 
 
-_SKIPPED = ("event_shape", "data_kind", "module")
+_SKIPPED = ("event_shape", "data_kind", "module", "critic")  # given by the model, not by the user
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 

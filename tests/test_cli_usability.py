@@ -82,6 +82,24 @@ def test_objective_options_reach_the_objective():
     assert objective.method == "hutchinson"
 
 
+def test_a_gans_adversarial_options_reach_its_objective_through_the_cli(tmp_path, capsys):
+    """Adversarial's own options (n_critic, gp_weight, ...) are model options of every registered GAN; before,
+    the CLI knew only ``loss`` and refused them, and a WGAN-GP could not be given its critic steps."""
+    for name, default in (("gan", "ns"), ("dcgan", "ns"), ("cgan", "hinge")):
+        spec = registry.get_model(name)
+        options = cli.parse_model_options(spec, ["n_critic=3", "r1_weight=0.5"])
+        module = spec.build((1, 8, 8) if name == "dcgan" else (64,), "binary")
+        objective = cli._objective(spec, module, "binary", options)
+        assert (objective.loss_name, objective.n_critic, objective.r1_weight) == (default, 3, 0.5)
+    run = tmp_path / "wgan"
+    assert main(TRAIN + ["--model", "gan", "--steps", "6", "--model-option", "loss=wgan-gp",
+                         "--model-option", "n_critic=3", "--model-option", "gp_weight=5", "--out", str(run)]) == 0
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["model_options"] == {"loss": "wgan-gp", "n_critic": 3, "gp_weight": 5}
+    assert main(TRAIN + ["--model", "gan", "--model-option", "n_critc=3", "--out", str(tmp_path / "never")]) == 2
+    assert "model 'gan' has no option 'n_critc'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option, message", [
     ("lattent_dim=3", "model 'vae' has no option 'lattent_dim'; its options are hidden, latent_dim"),
     ("latent_dim", "expected KEY=VALUE, got 'latent_dim'"),

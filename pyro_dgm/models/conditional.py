@@ -46,6 +46,7 @@ from ..registry import register_model
 from ..samplers import AnnealedLangevin
 from .autoregressive import MADE
 from .autoregressive.base import mixture_log_prob, mixture_sample
+from .gan import adversarial_objective
 from .score import ScoreMLP
 
 __all__ = ["ConditionalVAE", "LabelledMLP", "ConditionalMADE", "ConditionalFlow", "ConditionalGenerator",
@@ -539,15 +540,8 @@ def _build_cflow(event_shape, data_kind, num_classes=10, num_layers=12, hidden=(
     return ConditionalFlow(event_shape, num_classes, num_layers, hidden, transform=transform)
 
 
-def _cgan_objective(module, loss="hinge", **options):
-    from ..inference.adversarial import Adversarial
-
-    options.pop("data_kind", None)
-    return Adversarial(module.critic, loss=loss, **options)
-
-
 @register_model("cgan", family="gan", data_kinds=("binary", "continuous"), conditional=True,
-                objective=_cgan_objective,
+                objective=adversarial_objective("hinge"),
                 fit_defaults={"lr": {"generator": 2e-4, "critic": 2e-4}, "batch_size": 64, "epochs": 200,
                               "optimizer_kwargs": {"generator": {"betas": (0.5, 0.999)},
                                                    "critic": {"betas": (0.5, 0.999)}}},

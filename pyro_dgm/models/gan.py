@@ -260,15 +260,24 @@ FIT_DEFAULTS = {"lr": {"generator": 2e-4, "critic": 2e-4}, "batch_size": 128,
                 "optimizer_kwargs": {"generator": {"betas": (0.5, 0.999)}, "critic": {"betas": (0.5, 0.999)}}}
 
 
-def _objective(module, loss="ns", **options):
-    """The registered GANs' objective: :class:`~pyro_dgm.inference.Adversarial` on ``module.critic``."""
+def adversarial_objective(default_loss: str):
+    """The registered GANs' objective: ``objective(module, **options)`` is
+    :class:`~pyro_dgm.inference.Adversarial` on ``module.critic`` with ``loss=default_loss``
+    unless ``options`` say otherwise. The registry (``options_of``) reads the options it takes,
+    Adversarial's (``n_critic``, ``gp_weight``, ``clip``, ``r1_weight``, ...), from ``cls`` and
+    ``defaults``, so the CLI's ``--model-option`` accepts them and refuses a misspelt one."""
     from ..inference.adversarial import Adversarial
 
-    options.pop("data_kind", None)
-    return Adversarial(module.critic, loss=loss, **options)
+    cls, defaults = Adversarial, {"loss": default_loss}
+
+    def objective(module, data_kind=None, **options):
+        return cls(module.critic, **{**defaults, **options})
+
+    return objective
 
 
-@register_model("gan", family="gan", data_kinds=("points", "binary", "continuous"), objective=_objective,
+@register_model("gan", family="gan", data_kinds=("points", "binary", "continuous"),
+                objective=adversarial_objective("ns"),
                 fit_defaults={**FIT_DEFAULTS, "epochs": 200},
                 description="MLP generator and critic, non-saturating GAN loss")
 def _build_gan(event_shape, data_kind, latent_dim=None, hidden=(128, 128, 128), spectral_norm=False, **options):
@@ -278,7 +287,7 @@ def _build_gan(event_shape, data_kind, latent_dim=None, hidden=(128, 128, 128), 
     return GAN(gen, MLPCritic(event_shape, hidden, spectral_norm=spectral_norm))
 
 
-@register_model("dcgan", family="gan", data_kinds=("binary", "continuous"), objective=_objective,
+@register_model("dcgan", family="gan", data_kinds=("binary", "continuous"), objective=adversarial_objective("ns"),
                 fit_defaults={**FIT_DEFAULTS, "epochs": 200, "image": True},
                 description="DCGAN-style convolutional generator and critic for images (C, H, W)")
 def _build_dcgan(event_shape, data_kind, latent_dim=16, channels=32, spectral_norm=False, **options):
