@@ -629,12 +629,21 @@ def cmd_train(args):
     meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed, "ema": args.ema,
             "model_options": options, "build_options": _recorded_build_options(spec, options),
             "event_shape": list(x.shape[1:]), "steps": result.steps, "epochs": result.epochs,
-            "final_loss": result.loss, "train_seconds": round(seconds, 2)}
+            "final_loss": result.loss, "updates": result.updates, "train_seconds": round(seconds, 2)}
     save_run(out, module.to("cpu").state_dict(), meta)
     print(f"trained {args.model} on {args.data}: {result.steps} steps, {result.epochs} epochs, "
-          f"final loss {result.loss:.4f}, {seconds:.1f} s")
+          f"{_final_losses(result)}, {seconds:.1f} s")
     print(f"run folder: {out}  (checkpoint {out / CKPT_FILE}, weights {out / WEIGHTS_FILE})")
     return 0
+
+
+def _final_losses(result) -> str:
+    """"final loss 0.1234", or with several groups each one's updates and last loss: a GAN's
+    steps count batches, so its generator makes steps / n_critic updates (issue 15)."""
+    if len(result.losses) == 1:
+        return f"final loss {result.loss:.4f}"
+    return "final losses " + ", ".join(f"{group} {values[-1]:.4f} ({len(values)} updates)" if values
+                                       else f"{group} - (0 updates)" for group, values in result.losses.items())
 
 
 def cmd_sample(args):

@@ -1,6 +1,7 @@
 """The CLI as a new user meets it: help with defaults, model options, seeds, list, load_run."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import pyro
@@ -96,6 +97,10 @@ def test_a_gans_adversarial_options_reach_its_objective_through_the_cli(tmp_path
                          "--model-option", "n_critic=3", "--model-option", "gp_weight=5", "--out", str(run)]) == 0
     meta = json.loads((run / "run.json").read_text())
     assert meta["model_options"] == {"loss": "wgan-gp", "n_critic": 3, "gp_weight": 5}
+    # steps count batches: the summary and run.json say how many updates the generator got
+    assert (meta["steps"], meta["updates"]) == (6, {"critic": 6, "generator": 2})
+    assert re.search(r"6 steps, .*critic -?\d+\.\d+ \(6 updates\), generator -?\d+\.\d+ \(2 updates\)",
+                     capsys.readouterr().out)
     assert main(TRAIN + ["--model", "gan", "--model-option", "n_critc=3", "--out", str(tmp_path / "never")]) == 2
     assert "model 'gan' has no option 'n_critc'" in capsys.readouterr().err
 
