@@ -31,7 +31,7 @@ class ModelSpec:
         family: "autoregressive", "vae", "flow", "gan", "ebm", "score", "baseline".
         build: ``build(event_shape, data_kind, **options) -> module`` where the
             module has ``model`` and optionally ``guide``.
-        objective: ``objective(**options) -> Objective`` or None for fit's default.
+        objective: ``objective(module=, data_kind=, **options) -> Objective`` or None for fit's default.
         data_kinds: which data kinds it accepts: "binary", "continuous", "points".
         fit_defaults: keyword arguments for ``fit`` (lr, batch_size, epochs).
         description: one line for ``pyro-dgm train --help``.
@@ -86,25 +86,43 @@ def options_of(fn) -> dict:
     return {**inner, **scope.get("defaults", {}), **named}
 
 
+def _refuse_unknown_options(what, fn, options):
+    """A ValueError naming the options ``fn`` does not take, and those it does (many registry callables end in
+    ``**options``, which would drop a misspelt one without a word)."""
+    accepted = options_of(fn)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{what}: no option(s) {unknown}; its options are {', '.join(sorted(accepted)) or 'none'}")
+
+
 def _refusing_unknown_options(name, build):
-    """``build`` with a ValueError for an option it does not take (many builders end in ``**options``,
-    which would drop a misspelt one without a word), before anything is built."""
+    """``build`` that refuses an option it does not take, before anything is built."""
     @functools.wraps(build)
     def checked(event_shape, data_kind, **options):
-        accepted = options_of(build)
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise ValueError(f"model {name!r}: no option(s) {unknown}; its options are "
-                             f"{', '.join(sorted(accepted)) or 'none'}")
+        _refuse_unknown_options(f"model {name!r}", build, options)
         return build(event_shape, data_kind, **options)
+    return checked
+
+
+def _objective_refusing_unknown_options(name, objective):
+    """``objective(module=, data_kind=, **options)`` that refuses an option it does not take."""
+    if objective is None:
+        return None
+
+    @functools.wraps(objective)
+    def checked(module=None, data_kind=None, **options):
+        _refuse_unknown_options(f"model {name!r}'s objective", objective, options)
+        return objective(module=module, data_kind=data_kind, **options)
     return checked
 
 
 def register_model(name, *, family, data_kinds=("binary",), objective=None, fit_defaults=None,
                    description="", conditional=False, options_added=None):
-    """Decorator: register ``build`` under ``name`` (its ``ModelSpec.build`` refuses unknown options)."""
+    """Decorator: register ``build`` under ``name`` (its ``ModelSpec.build`` and ``objective`` refuse unknown
+    options)."""
     def deco(build):
-        MODELS[name] = ModelSpec(name, family, _refusing_unknown_options(name, build), objective, tuple(data_kinds),
+        MODELS[name] = ModelSpec(name, family, _refusing_unknown_options(name, build),
+                                 _objective_refusing_unknown_options(name, objective), tuple(data_kinds),
                                  dict(fit_defaults or {}), description or (build.__doc__ or "").strip(),
                                  bool(conditional), dict(options_added or {}))
         return build

@@ -261,3 +261,20 @@ def test_a_registered_builder_refuses_an_option_it_does_not_take(name, options, 
     with pytest.raises(ValueError, match=rf"model '{name}': no option\(s\) \['{typo}'\]; its options are .*"
                                          rf"{next(iter(options))}"):
         spec.build(shape, kind, **{typo: 1})
+
+
+@pytest.mark.parametrize("name, option, typo", [("ebm-cd", {"num_steps": 3}, "num_step"),
+                                                ("gan", {"n_critic": 3}, "n_critc"),
+                                                ("ncsn", {}, "sigma_max")])
+def test_a_registered_objective_refuses_an_option_it_does_not_take(name, option, typo):
+    """Registered objectives used to drop an option they did not take without a word (ebm-cd trained with
+    its default 20 Langevin steps when asked for num_step=3; ncsn took any option): now the objective names
+    it and the options it takes, and passes on those it takes."""
+    spec = registry.get_model(name)
+    module = spec.build((2,), "points")
+    objective = spec.objective(module=module, data_kind="points", **option)
+    assert all(getattr(objective, k) == v for k, v in option.items())
+    accepted = ", ".join(sorted(registry.options_of(spec.objective))) or "none"
+    with pytest.raises(ValueError, match=re.escape(f"model {name!r}'s objective: no option(s) [{typo!r}]; "
+                                                   f"its options are {accepted}")):
+        spec.objective(module=module, data_kind="points", **{typo: 1})
