@@ -131,9 +131,10 @@ _RUNS_8 = {
     "hinge": ToyRun({"loss": "hinge", "r1_weight": 0.1}, 2000, FAST_GAN),
     # Round 7 (validation seeds 10, 11, 12; HQ of the average, from step 1,000): the paper's clip 0.01 gave
     # 0.33 on seed 10 in 2,000 steps; clip 0.03 0.80 / 0.59 / 0.59 in 4,000, 0.89 / 0.69 / 0.74 in 6,000,
-    # 0.91 / 0.81 / 0.86 in 8,000, 0.92 / 0.89 / 0.91 in 10,000, 0.87 / 0.92 / 0.93 in 12,000 and 0.83 / 0.92 /
-    # 0.92 in 14,000 (8/8 modes throughout; 10,000 has the best worst seed, about 110 CPU s a seed). On seed 10: clip 0.05 0.59 and 0.1 1/8 modes in 3,000; clip 0.02 0.76 in 4,000; rmsprop lr 1e-3
-    # 0.71 in 3,000; critic lr 1e-4 with generator 5e-4 4/8 modes.
+    # 0.91 / 0.81 / 0.86 in 8,000, 0.92 / 0.89 / 0.91 in 10,000, 0.87 / 0.92 / 0.93 in 12,000 and 0.83 /
+    # 0.92 / 0.92 in 14,000 (8/8 modes throughout; 10,000 has the best worst seed, about 110 CPU s a seed).
+    # On seed 10: clip 0.05 0.59 and 0.1 1/8 modes in 3,000; clip 0.02 0.76 in 4,000; rmsprop lr 1e-3 0.71
+    # in 3,000; critic lr 1e-4 with generator 5e-4 4/8 modes.
     "wgan (clip)": ToyRun({"loss": "wgan", "n_critic": 2, "clip": 0.03}, 10000, {"optimizer": "rmsprop", "lr": 5e-4},
                           ema_start=0.1),
     # lambda = 1 rather than the paper's 10: a weaker penalty sharpens the modes of toy data; 2 critic

@@ -18,7 +18,6 @@ estimation uses as its trainable noise.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pyro.distributions as dist
@@ -209,9 +208,9 @@ def _build_ebm(event_shape, data_kind, **options):
 
 
 def _objective(cls):
-    """``objective(**options)`` for the registry: passes on the options ``cls`` accepts."""
-    accepted = set(inspect.signature(cls).parameters)
-    return lambda **o: cls(**{k: v for k, v in o.items() if k in accepted})
+    """``objective(module=, data_kind=, **options)`` for the registry: ``cls(**options)`` (the registry
+    refuses an option ``cls`` does not take, reading them from ``cls`` here)."""
+    return lambda module=None, data_kind=None, **options: cls(**options)
 
 
 _KINDS = ("points", "continuous")
