@@ -141,7 +141,9 @@ _RUNS_8 = {
     # 0.917 / 0.886 / 0.909, critic lr 1e-3 with generator 5e-4 0.811 on seed 10. On seeds 13 and 14 too,
     # batch 512 0.910 / 0.935 against batch 256's 0.897 / 0.914 (five seeds: worst 0.910 against 0.891, mean
     # 0.925 against 0.906). So batch 512, about 130 CPU s a seed. Seed to seed, HQ varies by about 0.03, so
-    # the table's three seeds may still fall under 0.9.
+    # the table's three seeds may still fall under 0.9. Not better at batch 512 (seeds 10 / 11 / 12): 3 critic
+    # steps 0.895 / 0.738 / 0.882, lr 1e-3 0.811 / 0.820 / 0.854, lr 3e-4 0.910 / 0.596 / 0.890 (0.939 /
+    # 0.717 on seeds 10 / 11 in 14,000 steps).
     "wgan (clip)": ToyRun({"loss": "wgan", "n_critic": 2, "clip": 0.03}, 10000, {"optimizer": "rmsprop", "lr": 5e-4},
                           batch_size=512, ema_start=0.1),
     # lambda = 1 rather than the paper's 10: a weaker penalty sharpens the modes of toy data; 2 critic
