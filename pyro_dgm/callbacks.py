@@ -181,6 +181,8 @@ class WeightAverage:
         20
     """
 
+    stops_mid_epoch = False  # its step hook never stops training: under torchrun no rank has to agree on it
+
     def __init__(self, module: nn.Module | None = None, decay: float = 0.999, start: int = 1,
                  load_at_end: bool = True):
         if module is not None and not isinstance(module, nn.Module):

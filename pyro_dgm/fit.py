@@ -168,12 +168,25 @@ def _seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def _call_callback(cb, hook, state):
+def _hook(cb, hook):
+    """``cb``'s function for ``hook``, or None; a plain callable is a step hook."""
     fn = getattr(cb, hook, None)
+    if fn is None and hook == "on_step_end" and callable(cb) and not hasattr(cb, "on_epoch_end"):
+        fn = cb
+    return fn
+
+
+def _call_callback(cb, hook, state):
+    fn = _hook(cb, hook)
     if fn is not None:
         fn(state)
-    elif hook == "on_step_end" and callable(cb) and not hasattr(cb, "on_epoch_end"):
-        cb(state)
+
+
+def _may_stop_mid_epoch(callbacks) -> bool:
+    """Whether a callback's step hook may set ``state.stop``: any step hook may, unless its callback
+    says ``stops_mid_epoch = False`` (WeightAverage, a timer). Under torchrun such a stop is agreed
+    after every step, in one more small all-reduce; without one, nothing has to be."""
+    return any(_hook(cb, "on_step_end") is not None and getattr(cb, "stops_mid_epoch", True) for cb in callbacks)
 
 
 def _owning_parameters(fn):
@@ -290,8 +303,14 @@ def fit(
     data-dependent initialisation such as ActNorm's agrees), every group's
     gradients and losses are averaged, checkpoints are written by rank 0
     and resumed by every rank (each with its own random state and objective
-    state), the progress bar is rank 0's, a stop or signal on any rank stops
-    all, and callbacks' state (EarlyStopping) is rank 0's after every epoch.
+    state), the progress bar is rank 0's, and callbacks' state
+    (EarlyStopping) is rank 0's after every epoch. A signal on any rank stops
+    all, after the step whose gradient all-reduce carries it (the step it
+    came in, or the next). A stop set by a step hook on any rank stops all at
+    that step: for it the ranks agree after every step, in one more small
+    all-reduce, unless every callback with a step hook has
+    ``stops_mid_epoch = False`` (:class:`~pyro_dgm.callbacks.WeightAverage`
+    has; a function can be given the attribute).
 
     Returns:
         A :class:`FitResult` with the loss history per parameter group.
@@ -425,6 +444,9 @@ def _train(run, at: Progress, total, *, clip_grad, precision, scheduler_every, c
                 else contextlib.nullcontext())
     step_schedulers = run.schedulers if scheduler_every == "step" else {}
     per_epoch = len(run.batches)
+    # One process agrees with itself for free. N ranks agree on a signal inside every step's gradient
+    # all-reduce, and on a callback's stop after the step only where a step hook may stop.
+    agree_after_step = run.ranks.world == 1 or _may_stop_mid_epoch(run.callbacks)
     for m in run.modules:
         m.train()
     running = None
@@ -433,15 +455,16 @@ def _train(run, at: Progress, total, *, clip_grad, precision, scheduler_every, c
             while at.step < total and not state.stop:
                 for batch in run.batches.epoch(at.epoch, at.skip):
                     x, run.objective.args = split_batch(batch)
-                    _train_step(run, x, at, autocast, clip_grad, step_schedulers)
+                    signal = _train_step(run, x, at, autocast, clip_grad, step_schedulers, interrupts.received)
                     at.step += 1
                     at.skip += 1
                     running = _update_bar(bar, at.losses, running, at.step, at.epoch, show)
                     state.step = at.step
                     for cb in run.callbacks:
                         _call_callback(cb, "on_step_end", state)
-                    signal, stop = run.ranks.agree([interrupts.received or 0, int(state.stop)])
-                    state.stop = bool(stop)
+                    if agree_after_step:
+                        late, stop = run.ranks.agree([interrupts.received or 0, int(state.stop)])
+                        signal, state.stop = max(signal, late), bool(stop)
                     if signal:
                         interrupts.received = signal
                         _save(run, at)
@@ -502,15 +525,19 @@ def _float_dtype(modules):
     return torch.get_default_dtype()
 
 
-def _train_step(run, x, at, autocast, clip_grad, schedulers):
-    """Every group of this step on batch ``x``; a failing later group undoes the earlier ones' updates."""
+def _train_step(run, x, at, autocast, clip_grad, schedulers, received):
+    """Every group of this step on batch ``x``; a failing later group undoes the earlier ones' updates.
+
+    Returns the signal that any rank had ``received`` by its gradient all-reduce (0 if none; in one
+    process always 0: its own ``received`` is read after the step)."""
     groups = run.objective.groups_for_step(at.step)
     done = []  # (group, snapshot before its update, loss, terms)
+    signal = 0
     for i, g in enumerate(groups):
         # Only a step with more groups to come needs a way back (a GAN's critic before its generator).
         snapshot = Snapshot(run.optimizers[g]) if i < len(groups) - 1 else None
         try:
-            value, named = _train_group(run, g, x, at.step, autocast, clip_grad)
+            value, named, came = _train_group(run, g, x, at.step, autocast, clip_grad, received)
         except NonFiniteLossError as err:
             for _, earlier, _, _ in reversed(done):
                 earlier.restore()
@@ -519,21 +546,25 @@ def _train_step(run, x, at, autocast, clip_grad, schedulers):
                                          f"undone, so every module stands as after step {at.step - 1}") from None
             raise
         done.append((g, snapshot, value, named))
+        signal = max(signal, came)
     for g, _, value, named in done:  # every group succeeded: the step counts
         at.losses[g].append(value)
         for k, v in named.items():
             at.terms.setdefault(k, []).append(v)
         if g in schedulers:
             schedulers[g].step()
+    return signal
 
 
-def _train_group(run, group, batch, step, autocast, clip_grad):
-    """One optimizer step of one parameter group; returns (loss, {term: value}).
+def _train_group(run, group, batch, step, autocast, clip_grad, received):
+    """One optimizer step of one parameter group; returns (loss, {term: value}, signal).
 
     The loss, its terms and the gradient norm come to the host together, in
     one synchronisation; under torchrun the gradients, loss and terms are
     first averaged over the ranks (one all-reduce), so every rank checks and
-    steps the same numbers.
+    steps the same numbers. A flag for each signal this rank has
+    ``received`` rides in that all-reduce: the returned signal is the largest
+    that any rank has (0 if none), the same on every rank.
     """
     objective, opt, params = run.objective, run.optimizers[group], run.params[group]
     opt.zero_grad(set_to_none=True)
@@ -542,10 +573,13 @@ def _train_group(run, group, batch, step, autocast, clip_grad):
     if not getattr(objective, "backward_inside", False):  # PyroELBO around loss_and_grads did it already
         total_loss.backward(inputs=params)  # only this group's gradients: a GAN's critic loss leaves G alone
     named = named or {}
-    scalars = run.ranks.average_gradients(params, [total_loss.detach(), *(v.detach() for v in named.values())])
+    scalars = [total_loss.detach(), *(v.detach() for v in named.values())]
+    scalars, shares = run.ranks.average_gradients(params, scalars, [received == s for s in Interrupts.SIGNALS])
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, clip_grad) if clip_grad is not None else total_norm(grads)
-    value, *values, norm = torch.stack([t.double() for t in (*scalars, norm.to(scalars[0].device))]).tolist()
+    host = torch.stack([t.double() for t in (*shares, *scalars, norm.to(scalars[0].device))]).tolist()
+    shares, (value, *values, norm) = host[:len(shares)], host[len(shares):]
+    signal = max([0] + [s for s, share in zip(Interrupts.SIGNALS, shares) if share > 0])
     terms = dict(zip(named, values))
     if not math.isfinite(value):
         raise NonFiniteLossError(_nan_message(step, group, f"loss of group {group!r} is {value}", terms))
@@ -554,7 +588,7 @@ def _train_group(run, group, batch, step, autocast, clip_grad):
                                               "its gradient is not", None))
     opt.step()
     objective.after_step(group)
-    return value, terms
+    return value, terms, signal
 
 
 def _update_bar(bar, losses, running, step, epoch, show):

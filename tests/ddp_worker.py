@@ -150,6 +150,43 @@ def main(out, mode):
     ebm = EBM(EnergyMLP(2, hidden=(16,)), (2,))
     pyro_dgm.fit(ebm.model, None, _data()["param"], objective=PersistentContrastiveDivergence(num_steps=2, buffer_size=32),
                  steps=3, batch_size=8, seed=0, progress=False, checkpoint=out / "pcd.pt")
+    _signalled(out, rank)
+    _stopped_by_one_rank(out, rank)  # last: were the ranks to disagree, rank 1 would leave the group here
+
+
+def _signalled(out, rank):
+    """SIGTERM to rank 1 alone after step 4, by a step hook that never stops fit: the one all-reduce of
+    each step carries it, and both ranks leave after step 5 with rank 0's checkpoint."""
+    def term_rank_1(state):
+        if rank == 1 and state.step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    term_rank_1.stops_mid_epoch = False
+    reduces = []
+    plain = torch.distributed.all_reduce
+
+    def counted(*args, **kwargs):
+        reduces.append(1)
+        return plain(*args, **kwargs)
+
+    torch.distributed.all_reduce = counted
+    try:
+        train("library_vae", 4, checkpoint=out / "signalled.pt", callbacks=[term_rank_1])
+        code = None
+    except pyro_dgm.FitInterrupted as stopped:
+        code = stopped.code
+    finally:
+        torch.distributed.all_reduce = plain
+    torch.save({"code": code, "all_reduces": len(reduces)}, out / f"signalled.rank{rank}.pt")
+
+
+def _stopped_by_one_rank(out, rank):
+    """A step hook that stops rank 1 alone (and does not say it never stops): the ranks agree after the step."""
+    def stop_rank_1(state):
+        if rank == 1 and state.step == 3:
+            state.stop = True
+
+    _save(out, "stopped", rank, train("library_vae", 4, callbacks=[stop_rank_1])[0])
 
 
 if __name__ == "__main__":

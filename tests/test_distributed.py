@@ -10,6 +10,7 @@ batch 2B.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -102,6 +103,23 @@ def test_ranks_stop_early_together_and_keep_their_own_replay_buffers(runs):
     buffers = [r["objective"]["buffer"] for r in state["ranks"]]
     assert buffers[0].shape == buffers[1].shape == (32, 2) and not torch.equal(buffers[0], buffers[1])
     assert torch.equal(state["objective"]["buffer"], buffers[0])
+
+
+def test_a_signal_to_one_rank_stops_both_after_the_next_step_without_a_collective_of_its_own(runs):
+    out, _ = runs
+    ranks = [torch.load(out / f"signalled.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # SIGTERM reached rank 1 after step 4; it rode in step 5's gradient all-reduce, the only one of a step
+    assert [r["code"] for r in ranks] == [128 + signal.SIGTERM] * 2
+    assert [r["all_reduces"] for r in ranks] == [5, 5]
+    assert torch.load(out / "signalled.pt", weights_only=True)["step"] == 5
+
+
+def test_a_step_hook_that_stops_one_rank_stops_both_at_that_step(runs):
+    out, _ = runs
+    stopped = _load(out, "stopped")
+    assert len(stopped[0]["losses"]["model"]) == len(stopped[1]["losses"]["model"]) == 3
+    for a, b in zip(stopped[0]["weights"], stopped[1]["weights"]):
+        assert torch.equal(a, b)
 
 
 def test_evaluate_on_two_ranks_gives_the_nll_of_one_process(runs):

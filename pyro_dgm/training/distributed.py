@@ -33,9 +33,13 @@ class OneProcess:
     def broadcast_modules(self, modules) -> None:
         """Give every rank rank 0's parameters and buffers."""
 
-    def average_gradients(self, params, scalars: list) -> list:
-        """Average ``params``' gradients and the 0-d tensors ``scalars`` (the loss and its terms) over the ranks."""
-        return scalars
+    def average_gradients(self, params, scalars: list, flags=()) -> tuple[list, list]:
+        """Average ``params``' gradients and the 0-d tensors ``scalars`` (the loss and its terms) over the ranks.
+
+        ``flags`` (booleans: which signals this rank has received) ride in the same all-reduce; returns the
+        averaged scalars and each flag's share of the ranks (0-d tensors, > 0 where any rank has it; none
+        in one process, whose own flags stand)."""
+        return scalars, []
 
     def agree(self, values: list[int]) -> list[int]:
         """The largest of each value over the ranks (a stop or a signal on any rank stops all)."""
@@ -70,7 +74,7 @@ class Ranks(OneProcess):
                     if carrier is not t.data:
                         t.copy_(carrier)
 
-    def average_gradients(self, params, scalars):
+    def average_gradients(self, params, scalars, flags=()):
         grads = []
         for p in params:
             if p.grad is None:  # every rank must send the same tensors; an unused parameter sends zeros
@@ -78,14 +82,19 @@ class Ranks(OneProcess):
             grads.append(p.grad)
         # One all-reduce of everything (flattened) instead of one per tensor: a collective's fixed cost
         # is paid once per group and step.
-        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.stack(scalars).to(grads[0])])
+        raised = grads[0].new_zeros(len(flags))
+        for i, flag in enumerate(flags):
+            if flag:
+                raised[i] = 1  # a fill on the device: no copy from the host, no synchronisation
+        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.stack(scalars).to(grads[0]), raised])
         dist.all_reduce(flat)
         flat /= self.world
         offset = 0
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
-        return list(flat[offset:].unbind())
+        averaged = list(flat[offset:].unbind())
+        return averaged[:len(scalars)], averaged[len(scalars):]
 
     def barrier(self):
         dist.barrier()
