@@ -195,3 +195,16 @@ def test_an_explicit_gpu_shared_by_several_local_ranks_is_refused(monkeypatch):
     assert resolve_device("cuda:3") == torch.device("cuda", 3)  # one process may take any GPU
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # CUDA_VISIBLE_DEVICES set per rank
     assert resolve_device("cuda:0", local_rank=1, local_world_size=2) == torch.device("cuda", 0)
+
+
+def test_only_a_step_hook_that_may_stop_makes_the_ranks_agree_after_every_step():
+    from pyro_dgm.callbacks import EarlyStopping, WeightAverage
+    from pyro_dgm.fit import _may_stop_mid_epoch
+
+    def timer(state):
+        pass
+
+    timer.stops_mid_epoch = False
+    quiet = [WeightAverage(), EarlyStopping(torch.zeros(4, 2)), timer]  # EarlyStopping stops at epoch ends
+    assert not _may_stop_mid_epoch(quiet)
+    assert _may_stop_mid_epoch(quiet + [lambda state: None])
