@@ -6,8 +6,9 @@ runs them on two gloo ranks and writes each rank's losses, weights and NLLs
 to ``OUT/<run>.rank<r>.pt``; the test runs the same functions in one process.
 MODE "killed" trains the resumable VAE and kills rank 1 at step 5; "compare"
 trains the VAE, the GAN and a param-store program, trains the resumable VAE
-without a break and resumes the killed run, stops a VAE early and
-checkpoints an EBM's PCD replay buffers; "glow" trains a Glow (ActNorm)
+without a break and resumes the killed run, stops a VAE early,
+checkpoints an EBM's PCD replay buffers, then stops a VAE by a SIGTERM to
+rank 1 and by rank 1's step hook alone; "glow" trains a Glow (ActNorm)
 and evaluates it.
 
 So that 2 ranks at batch B/2 can equal 1 process at batch B to float
