@@ -201,8 +201,10 @@ def test_only_a_step_hook_that_may_stop_makes_the_ranks_agree_after_every_step()
     from pyro_dgm.callbacks import EarlyStopping, WeightAverage
     from pyro_dgm.fit import _may_stop_mid_epoch
 
+    stamps = []
+
     def timer(state):
-        pass
+        stamps.append(state.step)
 
     timer.stops_mid_epoch = False
     quiet = [WeightAverage(), EarlyStopping(torch.zeros(4, 2)), timer]  # EarlyStopping stops at epoch ends
