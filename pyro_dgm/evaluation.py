@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 
 from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
+from .training.distributed import OneProcess, join
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, per_example_log_prob,
                        resolve_site, sample_sites, split_batch, trace_program)
 
@@ -172,6 +174,27 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
     return None, f"IWAE, K={num_particles}"
 
 
+def _share_of_batches(data, batch_size, dev, ranks):
+    """``(key, batch)`` for every batch, ``key`` None where another rank scores it: rank r of N
+    scores batches r, r + N, ...; of a loader sharded already by a DistributedSampler, all its own
+    (keys i N + r, so the gathered batches keep one order)."""
+    sharded = isinstance(data, torch.utils.data.DataLoader) and isinstance(
+        data.sampler, torch.utils.data.DistributedSampler)
+    for i, batch in enumerate(batches_of(data, batch_size, dev)):
+        if sharded:
+            yield i * ranks.world + ranks.rank, batch
+        else:
+            yield (i if i % ranks.world == ranks.rank else None), batch
+
+
+def _seed_batch(seed, key):
+    """Batch ``key``'s random stream: the seed itself for the first batch, one derived from
+    ``(seed, key)`` for the others (numpy's SeedSequence: streams that do not overlap), so a batch
+    draws the same numbers whichever rank scores it."""
+    if seed is not None:
+        torch.manual_seed(seed if key == 0 else int(np.random.SeedSequence([seed, key]).generate_state(1)[0]))
+
+
 def _implicit(fn) -> bool:
     """A data site with no usable density (a GAN's Delta at G(z))."""
     return isinstance(fn, dist.Delta) or getattr(getattr(fn, "base_dist", None), "__class__", None) is dist.Delta
@@ -184,7 +207,7 @@ def _event_dims(model, x):
 
 def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int = 500,
              log_normalizer: float | None = None, num_levels: int | None = None, site: str | None = None,
-             device=None, seed: int | None = None) -> dict:
+             device=None, seed: int | None = None, all_ranks: bool = True) -> dict:
     """Held-out negative log-likelihood of ``data`` under a model, with every module in eval mode.
 
     * No guide: the exact ``-log p(x)`` summed over the model's sample sites
@@ -217,6 +240,16 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
 
     The result has a ``method`` entry saying which.
 
+    Under ``torchrun`` every rank calls ``evaluate``; the ranks share the work
+    and return the same result: rank r scores batches r, r + N, ... (of a
+    DataLoader with a ``DistributedSampler``, its own batches) and the ranks
+    gather the per-example values. With a ``seed``, batch i draws from a
+    stream of its own, so the result does not depend on the number of ranks;
+    without one, the ranks draw from rank 0's seed. ``all_ranks=False``
+    scores all the data in this process alone, with no collective: for a
+    call on one rank only (``if rank == 0: evaluate(...)``), which would
+    otherwise wait for the other ranks forever.
+
     Returns a dict: ``nll`` (nats per example), ``nll_stderr`` (standard error
     over examples), ``bits_per_dim``, ``num_examples``, ``num_particles``
     (and ``bits_per_dim_discrete``).
@@ -234,26 +267,31 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         count("num_levels", num_levels, 2)
     if isinstance(data, torch.Tensor) and data.shape[0] == 0:
         raise ValueError("data: is empty; expected at least one example")
+    dev = torch.device(device) if device is not None else device_of(model)
+    ranks = join(dev)[0] if all_ranks else OneProcess()
+    if seed is None and ranks.world > 1:  # every estimate below must draw alike on every rank
+        seed = ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
     if seed is not None:
         torch.manual_seed(seed)
-    dev = torch.device(device) if device is not None else device_of(model)
     with validation(False), eval_mode(modules_of(model, guide)):  # the probability flow needs gradients
         special = _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles)
     if isinstance(special, dict):
         return special
     log_normalizer, how = special
-    if seed is not None:  # the dispatch's trace drew from the RNG: the estimate starts from the seed itself
-        torch.manual_seed(seed)
-    values, dims = [], None
+    values, dims = {}, None
     with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
-        for batch in batches_of(data, batch_size, dev):
+        for key, batch in _share_of_batches(data, batch_size, dev, ranks):
             x, args = split_batch(batch)
             dims = dims or _event_dims(model, x)
+            if key is None:
+                continue
+            _seed_batch(seed, key)
             if log_normalizer is not None:
-                values.append(-per_example_log_prob(trace_program(model, x, *args), x.shape[0]))
+                values[key] = -per_example_log_prob(trace_program(model, x, *args), x.shape[0])
             else:
-                values.append(-pointwise_log_likelihood(model, x, guide, num_particles, args, site))
-    nll = torch.cat(values).double().cpu()
+                values[key] = -pointwise_log_likelihood(model, x, guide, num_particles, args, site)
+    gathered = {k: v for share in ranks.gather(values) for k, v in share.items()}
+    nll = torch.cat([gathered[k].double().cpu() for k in sorted(gathered)])
     if log_normalizer is not None:
         nll = nll + float(log_normalizer)
     mean = float(nll.mean())

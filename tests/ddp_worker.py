@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import pyro_dgm
+from pyro_dgm import evaluation
 from pyro_dgm.callbacks import EarlyStopping
 from pyro_dgm.inference import Adversarial, PersistentContrastiveDivergence
 from pyro_dgm.models import EBM, VAE, EnergyMLP, Glow
@@ -140,8 +141,7 @@ def main(out, mode):
     for name in ("vae", "gan", "param", "param_loader"):
         _save(out, name, rank, train(name, 8)[0])
     full, model, guide, data = train("library_vae", 4, checkpoint=out / "full.pt", checkpoint_every=3)
-    nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, seed=0)["nll"]
-    _save(out, "full", rank, full, nll=nll)
+    _save(out, "full", rank, full, **_evaluated(model, guide, data, rank))
     resumed = train("library_vae", 4, checkpoint=out / "killed.pt", checkpoint_every=3, resume=True)[0]
     _save(out, "resumed", rank, resumed)
     stop = EarlyStopping(_data()["library_vae"][:16], patience=1)
@@ -153,6 +153,35 @@ def main(out, mode):
                  steps=3, batch_size=8, seed=0, progress=False, checkpoint=out / "pcd.pt")
     _signalled(out, rank)
     _stopped_by_one_rank(out, rank)  # last: were the ranks to disagree, rank 1 would leave the group here
+
+
+def _evaluated(model, guide, data, rank):
+    """The VAE's IWAE NLL in batches of 16 (4 batches of the 60 rows), with the rows each rank scored;
+    without a seed, after each rank has drawn a stream of its own; of a DistributedSampler's loader;
+    and on rank 0 alone."""
+    scored, plain = [], evaluation.pointwise_log_likelihood
+
+    def counted(model, x, *args, **kwargs):
+        scored.append(x.shape[0])
+        return plain(model, x, *args, **kwargs)
+
+    evaluation.pointwise_log_likelihood = counted
+    try:
+        nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0)["nll"]
+        rows = list(scored)
+        torch.manual_seed(rank)
+        unseeded = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16)["nll"]
+    finally:
+        evaluation.pointwise_log_likelihood = plain
+    loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=torch.utils.data.DistributedSampler(
+        data, shuffle=False))
+    presharded = pyro_dgm.evaluate(model, loader, guide, num_particles=4, seed=0)
+    alone = None  # rank 0 alone, as a script's "if rank == 0:" would: no collective to wait in
+    if rank == 0:
+        alone = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0,
+                                  all_ranks=False)["nll"]
+    return dict(nll=nll, rows=rows, unseeded=unseeded, presharded=(presharded["nll"], presharded["num_examples"]),
+                alone=alone)
 
 
 def _signalled(out, rank):

@@ -122,16 +122,22 @@ def test_a_step_hook_that_stops_one_rank_stops_both_at_that_step(runs):
         assert torch.equal(a, b)
 
 
-def test_evaluate_on_two_ranks_gives_the_nll_of_one_process(runs):
+def test_evaluate_on_two_ranks_shares_the_batches_and_gives_the_nll_of_one_process(runs):
     out, _ = runs
     from pyro_dgm.models import VAE
 
     full = _load(out, "full")
     vae = VAE(ddp_worker.D, latent_dim=ddp_worker.Z, hidden=(8,))
     vae.load_state_dict(dict(zip(vae.state_dict(), full[0]["weights"])))
-    one = ddp_worker.pyro_dgm.evaluate(vae.model, ddp_worker._data()["library_vae"], vae.guide,
-                                       num_particles=4, seed=0)["nll"]
-    assert full[0]["nll"] == full[1]["nll"] == pytest.approx(one, rel=1e-6)
+    data = ddp_worker._data()["library_vae"]
+    one = ddp_worker.pyro_dgm.evaluate(vae.model, data, vae.guide, num_particles=4, batch_size=16, seed=0)
+    assert full[0]["nll"] == full[1]["nll"] == pytest.approx(one["nll"], rel=1e-6)
+    assert (full[0]["rows"], full[1]["rows"]) == ([16, 16], [16, 12])  # batches 0, 2 and 1, 3 of 60 rows
+    assert full[0]["unseeded"] == full[1]["unseeded"]  # rank 0's seed, although each rank drew its own stream
+    assert full[0]["unseeded"] != full[0]["nll"]
+    assert full[0]["presharded"] == full[1]["presharded"]
+    assert full[0]["presharded"][1] == 60  # each rank's 30 rows of the DistributedSampler, gathered
+    assert full[0]["alone"] == pytest.approx(one["nll"], rel=1e-6)
 
 
 @pytest.mark.slow  # two fresh interpreters import torch: about 15 s on an idle machine

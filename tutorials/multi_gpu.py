@@ -19,7 +19,8 @@
 # `torchrun --nproc_per_node N train.py`, it joins torch.distributed's process group from
 # torchrun's environment (NCCL on CUDA with one GPU per process, gloo on the CPU), gives each process
 # every N-th example of the one-process data order, averages every parameter group's gradients
-# after its backward pass, and writes checkpoints from rank 0.
+# after its backward pass, and writes checkpoints from rank 0. `pyro_dgm.evaluate`, called by every
+# rank, splits the test batches between them and gives every rank the same NLL.
 #
 # To run anywhere, this tutorial starts two CPU processes itself with torchrun's environment
 # variables, and checks the claim above on a MADE (maximum likelihood has no sampling noise, so the
@@ -61,8 +62,9 @@ def _rank(rank, world, port, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
     made, result = train(BATCH)
-    if rank == 0:
-        torch.save({"weights": made.state_dict(), "losses": result.losses["model"]}, folder / "rank0.pt")
+    nll = pyro_dgm.evaluate(made.model, load_digits("test"), batch_size=100)  # each rank scores its batches
+    torch.save({"weights": made.state_dict(), "losses": result.losses["model"], "nll": nll["nll"],
+                "num_examples": nll["num_examples"]}, folder / f"rank{rank}.pt")
 
 
 def _free_port():
@@ -75,8 +77,11 @@ def _free_port():
 with tempfile.TemporaryDirectory() as tmp:
     # fork: the children share this process's imports; torchrun would start fresh interpreters instead
     torch.multiprocessing.start_processes(_rank, args=(2, _free_port(), Path(tmp)), nprocs=2, start_method="fork")
-    two = torch.load(Path(tmp) / "rank0.pt", weights_only=True)
+    two, rank1 = (torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 one, one_result = train(2 * BATCH)
+one_nll = pyro_dgm.evaluate(one.model, load_digits("test"), batch_size=100)["nll"]
+print(f"test NLL: rank 0 {two['nll']:.4f}, rank 1 {rank1['nll']:.4f} (each of {two['num_examples']} test digits "
+      f"scored once, by one rank), 1 process {one_nll:.4f}")
 gap = max(float((one.state_dict()[k] - two["weights"][k]).abs().max()) for k in two["weights"])
 print(f"2 processes at batch {BATCH} vs 1 process at batch {2 * BATCH}, {STEPS} steps: "
       f"largest weight difference {gap:.2e}; final losses {two['losses'][-1]:.4f} and "

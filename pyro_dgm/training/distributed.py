@@ -1,4 +1,4 @@
-"""The process group under ``torchrun``: joining it, and the few collectives ``fit`` needs.
+"""The process group under ``torchrun``: joining it, and the few collectives ``fit`` and ``evaluate`` need.
 
 ``fit`` runs unchanged in one process and in N: :func:`join` returns
 :class:`OneProcess` (every collective is the identity) or :class:`Ranks`
