@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 
 from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
-from .training.distributed import OneProcess, join
+from .training.distributed import OneProcess, in_batch_order, join, seed_batch, shared_seed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, per_example_log_prob,
                        resolve_site, sample_sites, split_batch, trace_program)
 
@@ -127,13 +126,13 @@ def estimate_log_normalizer(fn, x: torch.Tensor, method: str) -> tuple[float, st
     raise ValueError(f"log_normalizer: expected a number, 'grid' or 'ais', got {method!r}")
 
 
-def _score_field_result(model, data, fn, num_levels, seed, args=()):
+def _score_field_result(model, data, fn, num_levels, seed, args=(), all_ranks=True):
     from .inference import VESDE, probability_flow_nll
 
     sde = fn.sde
     if sde is None:  # a noise ladder: the VE SDE through the same range of sigmas
         sde = VESDE(float(fn.sigmas.min()), float(fn.sigmas.max()))
-    res = probability_flow_nll(model, data, sde=sde, num_levels=num_levels, seed=seed, args=args)
+    res = probability_flow_nll(model, data, sde=sde, num_levels=num_levels, seed=seed, args=args, all_ranks=all_ranks)
     return {**res, "method": f"probability-flow ODE of {type(sde).__name__}"}
 
 
@@ -148,7 +147,7 @@ def _implicit_result(model, data, site):
             "method": "MMD^2 between model samples and the data (an implicit model has no density)"}
 
 
-def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles):
+def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles, all_ranks):
     """A finished result for score fields and implicit models; else ``(log Z or None, how)``."""
     from .distributions import ScoreField, UnnormalizedDistribution
 
@@ -160,7 +159,7 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
     if isinstance(fn, ScoreField) and isinstance(data, (torch.Tensor, tuple, list)):
         full, full_args = split_batch(data)  # (x, y) of a class-conditional field: labels go batch by batch
         return _score_field_result(model, full.to(dev), fn, num_levels, seed, tuple(
-            a.to(dev) if isinstance(a, torch.Tensor) else a for a in full_args))
+            a.to(dev) if isinstance(a, torch.Tensor) else a for a in full_args), all_ranks)
     if guide is None and latent_sites(trace) and _implicit(fn) and isinstance(data, torch.Tensor):
         with torch.no_grad():
             return _implicit_result(model, data.to(dev), name)
@@ -185,14 +184,6 @@ def _share_of_batches(data, batch_size, dev, ranks):
             yield i * ranks.world + ranks.rank, batch
         else:
             yield (i if i % ranks.world == ranks.rank else None), batch
-
-
-def _seed_batch(seed, key):
-    """Batch ``key``'s random stream: the seed itself for the first batch, one derived from
-    ``(seed, key)`` for the others (numpy's SeedSequence: streams that do not overlap), so a batch
-    draws the same numbers whichever rank scores it."""
-    if seed is not None:
-        torch.manual_seed(seed if key == 0 else int(np.random.SeedSequence([seed, key]).generate_state(1)[0]))
 
 
 def _implicit(fn) -> bool:
@@ -269,12 +260,12 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         raise ValueError("data: is empty; expected at least one example")
     dev = torch.device(device) if device is not None else device_of(model)
     ranks = join(dev)[0] if all_ranks else OneProcess()
-    if seed is None and ranks.world > 1:  # every estimate below must draw alike on every rank
-        seed = ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
+    seed = shared_seed(ranks, seed)
     if seed is not None:
         torch.manual_seed(seed)
     with validation(False), eval_mode(modules_of(model, guide)):  # the probability flow needs gradients
-        special = _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles)
+        special = _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles,
+                            all_ranks)
     if isinstance(special, dict):
         return special
     log_normalizer, how = special
@@ -285,13 +276,12 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
             dims = dims or _event_dims(model, x)
             if key is None:
                 continue
-            _seed_batch(seed, key)
+            seed_batch(seed, key)
             if log_normalizer is not None:
                 values[key] = -per_example_log_prob(trace_program(model, x, *args), x.shape[0])
             else:
                 values[key] = -pointwise_log_likelihood(model, x, guide, num_particles, args, site)
-    gathered = {k: v for share in ranks.gather(values) for k, v in share.items()}
-    nll = torch.cat([gathered[k].double().cpu() for k in sorted(gathered)])
+    nll = torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)])
     if log_normalizer is not None:
         nll = nll + float(log_normalizer)
     mean = float(nll.mean())

@@ -140,6 +140,18 @@ def test_evaluate_on_two_ranks_shares_the_batches_and_gives_the_nll_of_one_proce
     assert full[0]["alone"] == pytest.approx(one["nll"], rel=1e-6)
 
 
+def test_the_probability_flow_nll_on_two_ranks_shares_the_batches_and_is_one_processs(runs):
+    out, _ = runs
+    from pyro_dgm.inference import probability_flow_nll
+
+    ranks = [torch.load(out / f"flow_nll.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    m, data = ddp_worker.score_model()
+    one = probability_flow_nll(m.model, data, batch_size=16, num_steps=4, seed=0)["nll"]
+    assert ranks[0]["nll"] == ranks[1]["nll"] == pytest.approx(one, rel=1e-6)
+    assert ranks[0]["rows"] == ranks[1]["rows"] == [16, 16]  # batches 0, 2 and 1, 3 of 64 points
+    assert ranks[0]["unseeded"] == ranks[1]["unseeded"]
+
+
 @pytest.mark.slow  # two fresh interpreters import torch: about 15 s on an idle machine
 def test_glow_with_actnorm_under_torchrun(tmp_path):
     """The real launcher: ActNorm's data-dependent start agrees across ranks and with one process."""

@@ -42,6 +42,7 @@ from ..checks import count, positive, trace_on_batch
 from .objective import Objective, data_site
 from ..samplers import VESDE, VPSDE, AnnealedLangevin, Langevin, PredictorCorrector, as_sigmas as _as_sigmas
 from ..samplers.sde import column as _col, sum_event as _sum_event
+from ..training.distributed import OneProcess, in_batch_order, join, seed_batch, shared_seed
 from .score_matching import denoising_score_matching, sliced_score_matching
 
 __all__ = ["geometric_sigmas", "max_pairwise_distance", "score_field_of", "DenoisingScoreMatching",
@@ -375,8 +376,12 @@ def probability_flow_log_prob(score, x: torch.Tensor, sde, *, num_steps: int = 1
 
 def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int = 500, num_steps: int = 100,
                          eps: float = 1e-5, trace: str = "hutchinson", num_levels: int | None = None,
-                         seed: int | None = None, args=()) -> dict:
+                         seed: int | None = None, args=(), all_ranks: bool = True) -> dict:
     """Test NLL of a score model by its probability-flow ODE, in nats and bits/dim.
+
+    Under ``torchrun`` the ranks share the batches and return the same
+    result, as :func:`pyro_dgm.evaluate` does (``all_ranks=False``: this
+    process alone scores every batch).
 
     Args:
         model: a program whose site "x" holds a ScoreField.
@@ -402,8 +407,11 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] == 0:
         raise ValueError(f"data: expected a tensor (N, *event_shape) with N >= 1, got {getattr(data, 'shape', data)}")
     count("batch_size", batch_size)
+    ranks = join(data.device)[0] if all_ranks else OneProcess()
+    seed = shared_seed(ranks, seed)
     if seed is not None:
         torch.manual_seed(seed)
+
     def rows(i, j):
         return data[i:j], tuple(a[i:j] if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
 
@@ -413,13 +421,16 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     if sde is None:
         raise ValueError("sde: the model's ScoreField declares no SDE; pass sde=VESDE(...) or VPSDE()")
     device = field.device
-    parts = []
-    for i in range(0, data.shape[0], batch_size):
+    parts = {}
+    for key, i in enumerate(range(0, data.shape[0], batch_size)):
+        if key % ranks.world != ranks.rank:  # another rank's batch
+            continue
+        seed_batch(seed, key)
         x, batch_args = rows(i, i + batch_size)
         x = x.to(device)
         score = score_field_of(model, x, args=batch_args).score if args else field.score
-        parts.append(-probability_flow_log_prob(score, x, sde, num_steps=num_steps, eps=eps, trace=trace))
-    nll = torch.cat(parts).double().cpu()
+        parts[key] = -probability_flow_log_prob(score, x, sde, num_steps=num_steps, eps=eps, trace=trace)
+    nll = torch.cat([v.double().cpu() for v in in_batch_order(ranks, parts)])
     dims = data[0].numel()
     mean = float(nll.mean())
     out = {"nll": mean, "nll_stderr": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan"),

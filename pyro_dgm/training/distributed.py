@@ -16,13 +16,14 @@ from __future__ import annotations
 import atexit
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils._pytree import tree_map
 
 from .devices import resolve_device
 
-__all__ = ["join", "OneProcess", "Ranks"]
+__all__ = ["join", "OneProcess", "Ranks", "shared_seed", "seed_batch", "in_batch_order"]
 
 
 class OneProcess:
@@ -138,6 +139,28 @@ def join(device):
     if dist.get_world_size() == 1:
         return OneProcess(), dev
     return Ranks(dev), dev
+
+
+def shared_seed(ranks, seed: int | None) -> int | None:
+    """``seed``, or on several ranks without one, a seed rank 0 draws from its random stream (after fit
+    each rank's stream is its own), so that the ranks' estimates draw alike."""
+    if seed is None and ranks.world > 1:
+        seed = ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
+    return seed
+
+
+def seed_batch(seed: int | None, key: int) -> None:
+    """Seed batch ``key``'s random stream: the seed itself for the first batch, one derived from
+    ``(seed, key)`` for the others (numpy's SeedSequence: streams that do not overlap), so a batch
+    draws the same numbers whichever rank scores it. No seed: the stream goes on as it is."""
+    if seed is not None:
+        torch.manual_seed(seed if key == 0 else int(np.random.SeedSequence([seed, key]).generate_state(1)[0]))
+
+
+def in_batch_order(ranks, values: dict) -> list:
+    """Every rank's ``{batch key: value}``, gathered and sorted by key: each rank's list is the same."""
+    gathered = {k: v for share in ranks.gather(values) for k, v in share.items()}
+    return [gathered[k] for k in sorted(gathered)]
 
 
 def _leave():
