@@ -186,6 +186,23 @@ def _share_of_batches(data, batch_size, dev, ranks):
             yield (i if i % ranks.world == ranks.rank else None), batch
 
 
+def _nll_of_batches(model, data, guide, ranks, seed, log_normalizer, batch_size, num_particles, site, dev):
+    """``(per-example NLL of all the data, dimensions of one example)``; this rank scores its batches."""
+    values, dims = {}, None
+    with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
+        for key, batch in _share_of_batches(data, batch_size, dev, ranks):
+            x, args = split_batch(batch)
+            dims = dims or _event_dims(model, x)
+            if key is None:
+                continue
+            seed_batch(seed, key)
+            if log_normalizer is not None:
+                values[key] = -per_example_log_prob(trace_program(model, x, *args), x.shape[0])
+            else:
+                values[key] = -pointwise_log_likelihood(model, x, guide, num_particles, args, site)
+    return torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)]), dims
+
+
 def _implicit(fn) -> bool:
     """A data site with no usable density (a GAN's Delta at G(z))."""
     return isinstance(fn, dist.Delta) or getattr(getattr(fn, "base_dist", None), "__class__", None) is dist.Delta
@@ -236,7 +253,9 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     DataLoader with a ``DistributedSampler``, its own batches) and the ranks
     gather the per-example values. With a ``seed``, batch i draws from a
     stream of its own, so the result does not depend on the number of ranks;
-    without one, the ranks draw from rank 0's seed. ``all_ranks=False``
+    without one, the ranks draw from rank 0's seed, on a fork of the random
+    state, so each rank's own stream (its training noise, when an
+    EarlyStopping callback evaluates) goes on unchanged. ``all_ranks=False``
     scores all the data in this process alone, with no collective: for a
     call on one rank only (``if rank == 0: evaluate(...)``), which would
     otherwise wait for the other ranks forever.
@@ -260,28 +279,17 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         raise ValueError("data: is empty; expected at least one example")
     dev = torch.device(device) if device is not None else device_of(model)
     ranks = join(dev)[0] if all_ranks else OneProcess()
-    seed = shared_seed(ranks, seed)
-    if seed is not None:
-        torch.manual_seed(seed)
-    with validation(False), eval_mode(modules_of(model, guide)):  # the probability flow needs gradients
-        special = _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles,
-                            all_ranks)
-    if isinstance(special, dict):
-        return special
-    log_normalizer, how = special
-    values, dims = {}, None
-    with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
-        for key, batch in _share_of_batches(data, batch_size, dev, ranks):
-            x, args = split_batch(batch)
-            dims = dims or _event_dims(model, x)
-            if key is None:
-                continue
-            seed_batch(seed, key)
-            if log_normalizer is not None:
-                values[key] = -per_example_log_prob(trace_program(model, x, *args), x.shape[0])
-            else:
-                values[key] = -pointwise_log_likelihood(model, x, guide, num_particles, args, site)
-    nll = torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)])
+    with shared_seed(ranks, seed, dev) as seed:
+        if seed is not None:
+            torch.manual_seed(seed)
+        with validation(False), eval_mode(modules_of(model, guide)):  # the probability flow needs gradients
+            special = _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles,
+                                all_ranks)
+        if isinstance(special, dict):
+            return special
+        log_normalizer, how = special
+        nll, dims = _nll_of_batches(model, data, guide, ranks, seed, log_normalizer, batch_size, num_particles,
+                                    site, dev)
     if log_normalizer is not None:
         nll = nll + float(log_normalizer)
     mean = float(nll.mean())

@@ -172,6 +172,7 @@ def _evaluated(model, guide, data, rank):
         rows = list(scored)
         torch.manual_seed(rank)
         unseeded = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16)["nll"]
+        after = torch.rand(3)  # rank 1's stream goes on as if evaluate had not run
     finally:
         evaluation.pointwise_log_likelihood = plain
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=torch.utils.data.DistributedSampler(
@@ -181,7 +182,7 @@ def _evaluated(model, guide, data, rank):
     if rank == 0:
         alone = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0,
                                   all_ranks=False)["nll"]
-    return dict(nll=nll, rows=rows, unseeded=unseeded, presharded=(presharded["nll"], presharded["num_examples"]),
+    return dict(nll=nll, rows=rows, unseeded=unseeded, after=after, presharded=(presharded["nll"], presharded["num_examples"]),
                 alone=alone)
 
 

@@ -135,6 +135,8 @@ def test_evaluate_on_two_ranks_shares_the_batches_and_gives_the_nll_of_one_proce
     assert (full[0]["rows"], full[1]["rows"]) == ([16, 16], [16, 12])  # batches 0, 2 and 1, 3 of 60 rows
     assert full[0]["unseeded"] == full[1]["unseeded"]  # rank 0's seed, although each rank drew its own stream
     assert full[0]["unseeded"] != full[0]["nll"]
+    torch.manual_seed(1)
+    assert torch.equal(full[1]["after"], torch.rand(3))  # the shared seed ran on a fork of rank 1's state
     assert full[0]["presharded"] == full[1]["presharded"]
     assert full[0]["presharded"][1] == 60  # each rank's 30 rows of the DistributedSampler, gathered
     assert full[0]["alone"] == pytest.approx(one["nll"], rel=1e-6)

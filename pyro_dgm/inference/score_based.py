@@ -407,10 +407,8 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] == 0:
         raise ValueError(f"data: expected a tensor (N, *event_shape) with N >= 1, got {getattr(data, 'shape', data)}")
     count("batch_size", batch_size)
-    ranks = join(data.device)[0] if all_ranks else OneProcess()
-    seed = shared_seed(ranks, seed)
-    if seed is not None:
-        torch.manual_seed(seed)
+    if num_levels is not None:
+        count("num_levels", num_levels, 2)
 
     def rows(i, j):
         return data[i:j], tuple(a[i:j] if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
@@ -421,21 +419,22 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     if sde is None:
         raise ValueError("sde: the model's ScoreField declares no SDE; pass sde=VESDE(...) or VPSDE()")
     device = field.device
+    ranks = join(device)[0] if all_ranks else OneProcess()
     parts = {}
-    for key, i in enumerate(range(0, data.shape[0], batch_size)):
-        if key % ranks.world != ranks.rank:  # another rank's batch
-            continue
-        seed_batch(seed, key)
-        x, batch_args = rows(i, i + batch_size)
-        x = x.to(device)
-        score = score_field_of(model, x, args=batch_args).score if args else field.score
-        parts[key] = -probability_flow_log_prob(score, x, sde, num_steps=num_steps, eps=eps, trace=trace)
+    with shared_seed(ranks, seed, device) as seed:
+        for key, i in enumerate(range(0, data.shape[0], batch_size)):
+            if key % ranks.world != ranks.rank:  # another rank's batch
+                continue
+            seed_batch(seed, key)
+            x, batch_args = rows(i, i + batch_size)
+            x = x.to(device)
+            score = score_field_of(model, x, args=batch_args).score if args else field.score
+            parts[key] = -probability_flow_log_prob(score, x, sde, num_steps=num_steps, eps=eps, trace=trace)
     nll = torch.cat([v.double().cpu() for v in in_batch_order(ranks, parts)])
     dims = data[0].numel()
     mean = float(nll.mean())
     out = {"nll": mean, "nll_stderr": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan"),
            "bits_per_dim": mean / (dims * math.log(2))}
     if num_levels is not None:
-        out["bits_per_dim_discrete"] = (mean + dims * math.log(count("num_levels", num_levels, 2))) / (
-            dims * math.log(2))
+        out["bits_per_dim_discrete"] = (mean + dims * math.log(num_levels)) / (dims * math.log(2))
     return out

@@ -14,6 +14,7 @@ sites included, whatever the program does.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 
 import numpy as np
@@ -141,12 +142,18 @@ def join(device):
     return Ranks(dev), dev
 
 
-def shared_seed(ranks, seed: int | None) -> int | None:
-    """``seed``, or on several ranks without one, a seed rank 0 draws from its random stream (after fit
-    each rank's stream is its own), so that the ranks' estimates draw alike."""
-    if seed is None and ranks.world > 1:
-        seed = ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
-    return seed
+@contextlib.contextmanager
+def shared_seed(ranks, seed: int | None, device: torch.device):
+    """``with shared_seed(ranks, seed, device) as seed:`` ``seed``, or on several ranks without one, a
+    seed rank 0 draws from its random stream, so that the ranks' estimates draw alike (after fit each
+    rank's stream is its own). The block then runs on a fork of the random state: the caller's
+    streams (a training run's, whose noise is per rank) go on afterwards as if it had not run."""
+    if seed is not None or ranks.world == 1:
+        yield seed
+        return
+    seed = ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield seed
 
 
 def seed_batch(seed: int | None, key: int) -> None:
