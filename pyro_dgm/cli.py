@@ -96,13 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = command("sample", help="draw samples from a trained run")
-    s.add_argument("--run", required=True, help="run folder written by `pyro-dgm train`")
+    _run_folder(s)
     s.add_argument("--num", type=int, default=64, help="number of samples (the figure shows up to 100)")
     s.add_argument("--out", default=None, help="PNG path (default RUN/samples.png; the tensor beside it, .pt)")
     s.add_argument("--seed", type=int, default=0, help="seeds Pyro, torch, NumPy and Python")
 
     e = command("evaluate", help="test NLL (nats, bits/dim) of a trained run")
-    e.add_argument("--run", required=True, help="run folder written by `pyro-dgm train`")
+    _run_folder(e)
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="data split to score")
     e.add_argument("--num-particles", type=int, default=100, help="IWAE samples for latent-variable models")
     e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
@@ -122,9 +122,27 @@ def _models_epilog() -> str:
     return "\n".join(lines)
 
 
+def _run_folder(parser):
+    # Positional as well as --run: `torchrun -m pyro_dgm evaluate --run R` fails, torchrun's own parser
+    # taking "--run" for an abbreviation of its --run-path (PyTorch issue 120601; "-m pyro_dgm --" avoids it).
+    parser.add_argument("run_folder", nargs="?", metavar="RUN", help="run folder written by `pyro-dgm train`")
+    parser.add_argument("--run", default=None, help="the same, as an option")
+
+
+def _one_run_folder(args):
+    if "run_folder" not in args:
+        return
+    if args.run is not None and args.run_folder is not None and args.run != args.run_folder:
+        raise UsageError(f"two run folders: {args.run_folder} and --run {args.run}; give one")
+    args.run = args.run if args.run is not None else args.run_folder
+    if args.run is None:
+        raise UsageError(f"the run folder is required: pyro-dgm {args.command} RUN (or --run RUN)")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _one_run_folder(args)
         return {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample,
                 "evaluate": cmd_evaluate, "list": cmd_list}[args.command](args)
     except (UsageError, ValueError) as err:
@@ -526,9 +544,15 @@ def draw(module, n, y=None):
     return sample_program(module.model, n, args=() if y is None else (y,))
 
 
+def _speaks() -> bool:
+    """Whether this process reports: always, except under torchrun, where rank 0 speaks for all."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _stage(text):
-    """One line per stage of a long command, on stderr (stdout keeps the results)."""
-    print(f"pyro-dgm: {text}", file=sys.stderr, flush=True)
+    """One line per stage of a long command, on stderr (stdout keeps the results); rank 0's only."""
+    if _speaks():
+        print(f"pyro-dgm: {text}", file=sys.stderr, flush=True)
 
 
 def save_samples(x, path, kind):
@@ -624,7 +648,7 @@ def cmd_train(args):
                  resume=args.resume, progress=False if args.no_progress else None, compile=args.compile,
                  callbacks=callbacks, **kwargs)
     seconds = time.perf_counter() - t0
-    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 writes the run and speaks for all
+    if not _speaks():  # under torchrun rank 0 writes the run and speaks for all
         return 0
     meta = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "seed": args.seed, "ema": args.ema,
             "model_options": options, "build_options": _recorded_build_options(spec, options),
@@ -650,6 +674,8 @@ def cmd_sample(args):
     _positive("num", args.num)
     meta, spec, dspec, module = load_run(args.run)
     path, tensor = check_sample_paths(Path(args.out or Path(args.run) / "samples.png"))
+    if not _speaks():  # under torchrun rank 0 draws and writes; sampling needs no other rank
+        return 0
     pyro.set_rng_seed(args.seed)
     _stage(f"drawing {args.num} samples from {meta['model']}")
     y = None  # a class-conditional model draws the classes in turn: a grid row of 10 shows each digit
@@ -678,9 +704,13 @@ def cmd_evaluate(args):
     where = f"{meta['model']} on {meta['data']} ({args.split}, {x.shape[0]} examples)"
     _stage(f"scoring {where}")
     if spec.family == "gan":
-        print(f"{where}: {_sample_quality(module, x, dspec.kind, y)} (a GAN has no likelihood)")
+        quality = _sample_quality(module, x, dspec.kind, y)
+        if _speaks():
+            print(f"{where}: {quality} (a GAN has no likelihood)")
         return 0
-    res, how = _likelihood(spec, dspec, module, x if y is None else (x, y), args)
+    res, how = _likelihood(spec, dspec, module, x if y is None else (x, y), args)  # under torchrun, shared
+    if not _speaks():
+        return 0
     if "bits_per_dim_discrete" in res:  # dequantized data: the number comparable with discrete models
         bits = f"{res['bits_per_dim_discrete']:.4f} bits/dim of the {NUM_LEVELS[dspec.name]}-level data"
     else:

@@ -216,6 +216,24 @@ def test_compile_and_device_reach_fit_and_only_rank_0_writes_the_run(tmp_path, m
     assert not (tmp_path / "b" / "run.json").exists()  # rank 0 writes the run for all ranks
 
 
+def test_sample_and_evaluate_take_the_run_folder_as_an_argument_and_only_rank_0_reports(tmp_path, monkeypatch,
+                                                                                        capsys):
+    run = tmp_path / "a"  # a positional folder: under torchrun, torchrun's parser takes --run for its --run-path
+    assert main(TRAIN + ["--model", "bernoulli", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--run", str(tmp_path / "b")]) == 2
+    assert "two run folders" in capsys.readouterr().err
+    assert main(["sample"]) == 2
+    assert "the run folder is required: pyro-dgm sample RUN" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    assert main(["evaluate", str(run)]) == 0
+    assert capsys.readouterr() == ("", "")  # rank 0 speaks for all
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.png")]) == 0
+    assert not (tmp_path / "s.png").exists()  # and draws and writes for all
+
+
 def test_train_ema_saves_the_average_of_the_weights_and_resumes_only_with_it(tmp_path, capsys):
     run = tmp_path / "maf"
     base = ["train", "--model", "maf", "--data", "8gaussians", "--steps", "6", "--batch-size", "32", "--no-progress",
