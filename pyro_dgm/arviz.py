@@ -32,12 +32,13 @@ import xarray as xr
 from pyro import poutine
 
 from .distributions import UnnormalizedDistribution
-from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood
-from .runtime import batches_of, eval_mode, on_device, repeat_rows, validation
+from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood, share_of_batches
+from .runtime import eval_mode, on_device, repeat_rows, validation
 from .checks import count
 from .deprecation import renamed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
                        resolve_site, sample_program, split_batch, trace_program)
+from .training.distributed import OneProcess, in_batch_order, join, seed_batch, shared_seed
 
 __all__ = ["to_arviz", "compare", "held_out_log_likelihood", "elpd_data", "from_groups", "chains_to_arviz",
            "ARVIZ_MAJOR"]
@@ -330,13 +331,16 @@ def _program_pair(name, value):
 
 
 def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100, batch_size: int = 500,
-                            site: str | None = None, log_normalizer: float | None = None) -> np.ndarray:
+                            site: str | None = None, log_normalizer: float | None = None, seed: int | None = None,
+                            all_ranks: bool = True) -> np.ndarray:
     """Per-example held-out ``log p(x_i)`` of ``data`` (nats, float64, shape (N,)), in eval mode.
 
     The estimates of :func:`~pyro_dgm.evaluate` (``nll`` is minus their mean):
     exact without latents, the importance-weighted bound with
     ``num_particles`` draws for per-example latents, the posterior predictive
     density for global latents; ``-E(x) - log Z`` with ``log_normalizer``.
+    Under ``torchrun`` the ranks share the batches as ``evaluate``'s do
+    (``seed``, ``all_ranks``: the same), and every rank returns all N values.
 
     Example::
 
@@ -347,13 +351,18 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
     """
     count("num_particles", num_particles)
     count("batch_size", batch_size)
-    _batch(data, device_of(model))  # the same checks of data as to_arviz
-    out = []
-    with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
-        for batch in batches_of(data, batch_size, device_of(model)):
-            xb, ab = split_batch(batch)
-            out.append(_held_out(model, guide, xb, ab, num_particles, site, log_normalizer))
-    return torch.cat(out).double().cpu().numpy()
+    dev = device_of(model)
+    _batch(data, dev)  # the same checks of data as to_arviz
+    ranks = join(dev)[0] if all_ranks else OneProcess()
+    out = {}
+    with shared_seed(ranks, seed, dev) as seed, torch.no_grad(), validation(False), \
+            eval_mode(modules_of(model, guide)):
+        for key, batch in share_of_batches(data, batch_size, dev, ranks):
+            if key is not None:
+                seed_batch(seed, key)
+                xb, ab = split_batch(batch)
+                out[key] = _held_out(model, guide, xb, ab, num_particles, site, log_normalizer)
+    return torch.cat([v.double().cpu() for v in in_batch_order(ranks, out)]).numpy()
 
 
 def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 500, site: str | None = None,
@@ -371,6 +380,8 @@ def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 5
     model's, <= 0, whatever sign the installed ArviZ uses), ``dse`` (standard
     error of the paired difference to the best model), ``weight``, and ``p``
     (nan: no effective number of parameters is estimated) among ArviZ's others.
+    ``seed``: each model's estimates draw from the same seeded streams
+    (under ``torchrun`` the ranks share the batches, as ``evaluate``'s do).
 
     Example::
 
@@ -386,12 +397,10 @@ def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 5
     if not isinstance(models, dict) or not models:
         raise ValueError(f"models: expected a non-empty dict {{name: model or (model, guide)}}, got {models!r}")
     log_normalizers = log_normalizers or {}
-    if seed is not None:
-        torch.manual_seed(seed)
     elpds = {}
     for name, value in models.items():
         model, guide = _program_pair(name, value)
         values = held_out_log_likelihood(model, data, guide, num_particles=num_particles, batch_size=batch_size,
-                                         site=site, log_normalizer=log_normalizers.get(name))
+                                         site=site, log_normalizer=log_normalizers.get(name), seed=seed)
         elpds[name] = elpd_data(values, num_samples=num_particles if guide is not None else 1)
     return _compare_table(elpds, method)

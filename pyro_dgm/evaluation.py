@@ -173,7 +173,7 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
     return None, f"IWAE, K={num_particles}"
 
 
-def _share_of_batches(data, batch_size, dev, ranks):
+def share_of_batches(data, batch_size, dev, ranks):
     """``(key, batch)`` for every batch, ``key`` None where another rank scores it: rank r of N
     scores batches r, r + N, ...; of a loader sharded already by a DistributedSampler, all its own
     (keys i N + r, so the gathered batches keep one order)."""
@@ -190,7 +190,7 @@ def _nll_of_batches(model, data, guide, ranks, seed, log_normalizer, batch_size,
     """``(per-example NLL of all the data, dimensions of one example)``; this rank scores its batches."""
     values, dims = {}, None
     with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
-        for key, batch in _share_of_batches(data, batch_size, dev, ranks):
+        for key, batch in share_of_batches(data, batch_size, dev, ranks):
             x, args = split_batch(batch)
             dims = dims or _event_dims(model, x)
             if key is None:

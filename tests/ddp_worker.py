@@ -31,9 +31,10 @@ from torch import nn
 
 import pyro_dgm
 from pyro_dgm import evaluation
+from pyro_dgm.arviz import held_out_log_likelihood
 from pyro_dgm.callbacks import EarlyStopping
 from pyro_dgm.inference import VPSDE, Adversarial, PersistentContrastiveDivergence, score_based
-from pyro_dgm.models import EBM, NCSN, VAE, EnergyMLP, Glow
+from pyro_dgm.models import EBM, NCSN, VAE, EnergyMLP, FactorizedBernoulli, Glow
 
 D, Z, N = 6, 2, 64
 
@@ -158,8 +159,8 @@ def main(out, mode):
 
 def _evaluated(model, guide, data, rank):
     """The VAE's IWAE NLL in batches of 16 (4 batches of the 60 rows), with the rows each rank scored;
-    without a seed, after each rank has drawn a stream of its own; of a DistributedSampler's loader;
-    and on rank 0 alone."""
+    without a seed, after each rank has drawn a stream of its own; the per-example values and ArviZ's
+    comparison table; of a DistributedSampler's loader; and on rank 0 alone."""
     scored, plain = [], evaluation.pointwise_log_likelihood
 
     def counted(model, x, *args, **kwargs):
@@ -178,11 +179,16 @@ def _evaluated(model, guide, data, rank):
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=torch.utils.data.DistributedSampler(
         data, shuffle=False))
     presharded = pyro_dgm.evaluate(model, loader, guide, num_particles=4, seed=0)
+    held_out = held_out_log_likelihood(model, data, guide, num_particles=4, batch_size=16, seed=0)
+    torch.manual_seed(rank)
+    table = pyro_dgm.compare({"vae": (model, guide), "flat": FactorizedBernoulli(D).model}, data, num_particles=4,
+                             batch_size=16)
     alone = None  # rank 0 alone, as a script's "if rank == 0:" would: no collective to wait in
     if rank == 0:
         alone = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0,
                                   all_ranks=False)["nll"]
-    return dict(nll=nll, rows=rows, unseeded=unseeded, after=after, presharded=(presharded["nll"], presharded["num_examples"]),
+    return dict(nll=nll, rows=rows, unseeded=unseeded, after=after, held_out=torch.from_numpy(held_out),
+                compare=table["elpd"].tolist(), presharded=(presharded["nll"], presharded["num_examples"]),
                 alone=alone)
 
 

@@ -124,6 +124,7 @@ def test_a_step_hook_that_stops_one_rank_stops_both_at_that_step(runs):
 
 def test_evaluate_on_two_ranks_shares_the_batches_and_gives_the_nll_of_one_process(runs):
     out, _ = runs
+    from pyro_dgm.arviz import held_out_log_likelihood
     from pyro_dgm.models import VAE
 
     full = _load(out, "full")
@@ -140,6 +141,10 @@ def test_evaluate_on_two_ranks_shares_the_batches_and_gives_the_nll_of_one_proce
     assert full[0]["presharded"] == full[1]["presharded"]
     assert full[0]["presharded"][1] == 60  # each rank's 30 rows of the DistributedSampler, gathered
     assert full[0]["alone"] == pytest.approx(one["nll"], rel=1e-6)
+    held_out = held_out_log_likelihood(vae.model, data, vae.guide, num_particles=4, batch_size=16, seed=0)
+    torch.testing.assert_close(full[0]["held_out"], torch.from_numpy(held_out))
+    assert torch.equal(full[0]["held_out"], full[1]["held_out"])
+    assert full[0]["compare"] == full[1]["compare"]  # no seed: rank 0's
 
 
 def test_the_probability_flow_nll_on_two_ranks_shares_the_batches_and_is_one_processs(runs):
