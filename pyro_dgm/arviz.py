@@ -32,13 +32,13 @@ import xarray as xr
 from pyro import poutine
 
 from .distributions import UnnormalizedDistribution
-from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood, share_of_batches
+from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood, scores_of_batches
 from .runtime import eval_mode, on_device, repeat_rows, validation
 from .checks import count
 from .deprecation import renamed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
                        resolve_site, sample_program, split_batch, trace_program)
-from .training.distributed import OneProcess, in_batch_order, join, seed_batch, shared_seed
+from .training.distributed import OneProcess, join, shared_seed
 
 __all__ = ["to_arviz", "compare", "held_out_log_likelihood", "elpd_data", "from_groups", "chains_to_arviz",
            "ARVIZ_MAJOR"]
@@ -354,15 +354,11 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
     dev = device_of(model)
     _batch(data, dev)  # the same checks of data as to_arviz
     ranks = join(dev)[0] if all_ranks else OneProcess()
-    out = {}
     with shared_seed(ranks, seed, dev) as seed, torch.no_grad(), validation(False), \
             eval_mode(modules_of(model, guide)):
-        for key, batch in share_of_batches(data, batch_size, dev, ranks):
-            if key is not None:
-                seed_batch(seed, key)
-                xb, ab = split_batch(batch)
-                out[key] = _held_out(model, guide, xb, ab, num_particles, site, log_normalizer)
-    return torch.cat([v.double().cpu() for v in in_batch_order(ranks, out)]).numpy()
+        values, _ = scores_of_batches(data, batch_size, dev, ranks, seed, lambda x, args: _held_out(
+            model, guide, x, args, num_particles, site, log_normalizer))
+    return values.numpy()
 
 
 def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 500, site: str | None = None,

@@ -173,34 +173,36 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
     return None, f"IWAE, K={num_particles}"
 
 
-def share_of_batches(data, batch_size, dev, ranks):
-    """``(key, batch)`` for every batch, ``key`` None where another rank scores it: rank r of N
-    scores batches r, r + N, ...; of a loader sharded already by a DistributedSampler, all its own
-    (keys i N + r, so the gathered batches keep one order)."""
+def scores_of_batches(data, batch_size, dev, ranks, seed, score) -> tuple[torch.Tensor, torch.Size]:
+    """``(score(x, args) of every batch, concatenated (float64, CPU), the shape of one example)``.
+
+    Rank r of N scores batches r, r + N, ... (of a loader sharded already by a DistributedSampler,
+    all its own, keyed i N + r), each after :func:`seed_batch`, and the ranks gather the values in
+    batch order: every rank returns them all.
+    """
     sharded = isinstance(data, torch.utils.data.DataLoader) and isinstance(
         data.sampler, torch.utils.data.DistributedSampler)
+    values, shape = {}, None
     for i, batch in enumerate(batches_of(data, batch_size, dev)):
-        if sharded:
-            yield i * ranks.world + ranks.rank, batch
-        else:
-            yield (i if i % ranks.world == ranks.rank else None), batch
+        x, args = split_batch(batch)
+        shape = shape or x.shape[1:]
+        key = i * ranks.world + ranks.rank if sharded else i
+        if sharded or i % ranks.world == ranks.rank:
+            seed_batch(seed, key)
+            values[key] = score(x, args)
+    return torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)]), shape
 
 
 def _nll_of_batches(model, data, guide, ranks, seed, log_normalizer, batch_size, num_particles, site, dev):
     """``(per-example NLL of all the data, dimensions of one example)``; this rank scores its batches."""
-    values, dims = {}, None
+    def nll(x, args):
+        if log_normalizer is not None:
+            return -per_example_log_prob(trace_program(model, x, *args), x.shape[0])
+        return -pointwise_log_likelihood(model, x, guide, num_particles, args, site)
+
     with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
-        for key, batch in share_of_batches(data, batch_size, dev, ranks):
-            x, args = split_batch(batch)
-            dims = dims or _event_dims(model, x)
-            if key is None:
-                continue
-            seed_batch(seed, key)
-            if log_normalizer is not None:
-                values[key] = -per_example_log_prob(trace_program(model, x, *args), x.shape[0])
-            else:
-                values[key] = -pointwise_log_likelihood(model, x, guide, num_particles, args, site)
-    return torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)]), dims
+        values, shape = scores_of_batches(data, batch_size, dev, ranks, seed, nll)
+    return values, _event_dims(model, shape)
 
 
 def _implicit(fn) -> bool:
@@ -208,9 +210,10 @@ def _implicit(fn) -> bool:
     return isinstance(fn, dist.Delta) or getattr(getattr(fn, "base_dist", None), "__class__", None) is dist.Delta
 
 
-def _event_dims(model, x):
-    shape = expected_event_shape(model)
-    return math.prod(shape) if shape is not None else math.prod(x.shape[1:])
+def _event_dims(model, shape):
+    """Dimensions of one example: of the model's declared event shape, else of the data's ``shape``."""
+    expected = expected_event_shape(model)
+    return math.prod(expected if expected is not None else shape)
 
 
 def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int = 500,
