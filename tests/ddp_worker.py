@@ -19,6 +19,7 @@ reproduce row by row.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -157,25 +158,31 @@ def main(out, mode):
     _stopped_by_one_rank(out, rank)  # last: were the ranks to disagree, rank 1 would leave the group here
 
 
+@contextlib.contextmanager
+def _rows_scored(module, name):
+    """The batch sizes that ``module.name(first, x, ...)`` scores inside the block, in a list."""
+    scored, plain = [], getattr(module, name)
+
+    def counted(first, x, *args, **kwargs):
+        scored.append(x.shape[0])
+        return plain(first, x, *args, **kwargs)
+
+    setattr(module, name, counted)
+    try:
+        yield scored
+    finally:
+        setattr(module, name, plain)
+
+
 def _evaluated(model, guide, data, rank):
     """The VAE's IWAE NLL in batches of 16 (4 batches of the 60 rows), with the rows each rank scored;
     without a seed, after each rank has drawn a stream of its own; the per-example values and ArviZ's
     comparison table; of a DistributedSampler's loader; and on rank 0 alone."""
-    scored, plain = [], evaluation.pointwise_log_likelihood
-
-    def counted(model, x, *args, **kwargs):
-        scored.append(x.shape[0])
-        return plain(model, x, *args, **kwargs)
-
-    evaluation.pointwise_log_likelihood = counted
-    try:
+    with _rows_scored(evaluation, "pointwise_log_likelihood") as rows:
         nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0)["nll"]
-        rows = list(scored)
-        torch.manual_seed(rank)
-        unseeded = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16)["nll"]
-        after = torch.rand(3)  # rank 1's stream goes on as if evaluate had not run
-    finally:
-        evaluation.pointwise_log_likelihood = plain
+    torch.manual_seed(rank)
+    unseeded = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16)["nll"]
+    after = torch.rand(3)  # rank 1's stream goes on as if evaluate had not run
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=torch.utils.data.DistributedSampler(
         data, shuffle=False))
     presharded = pyro_dgm.evaluate(model, loader, guide, num_particles=4, seed=0)
@@ -202,17 +209,8 @@ def _probability_flow(rank):
     """The score field's probability-flow NLL in batches of 16 (4 batches), the rows each rank scored,
     and the NLL without a seed after each rank has drawn a stream of its own."""
     m, data = score_model()
-    scored, plain = [], score_based.probability_flow_log_prob
-
-    def counted(score, x, *args, **kwargs):
-        scored.append(x.shape[0])
-        return plain(score, x, *args, **kwargs)
-
-    score_based.probability_flow_log_prob = counted
-    try:
+    with _rows_scored(score_based, "probability_flow_log_prob") as scored:
         nll = score_based.probability_flow_nll(m.model, data, batch_size=16, num_steps=4, seed=0)["nll"]
-    finally:
-        score_based.probability_flow_log_prob = plain
     torch.manual_seed(rank)
     unseeded = score_based.probability_flow_nll(m.model, data, batch_size=16, num_steps=4)["nll"]
     return {"nll": nll, "rows": scored, "unseeded": unseeded}
