@@ -17,7 +17,10 @@ against which the 2-process row's communication cost can be read. The
 "DDP" rows are the field's reference: a hand-written PyTorch loop of the same
 networks (analytic KL, fused Adam) wrapped in torch's
 ``DistributedDataParallel``, which overlaps its bucketed all-reduces with
-backward; their ratio is what torch itself scales by on this machine. On a
+backward; their ratio is what torch itself scales by on this machine. The last
+line times ``pyro_dgm.evaluate`` (IWAE) of ``--steps`` batches on 1 and 2
+processes, whose ranks share the batches, with the NLL each gives (one number
+for both). On a
 shared machine (other jobs on the same cores) the figures are noisy and say
 more about the load than about fit.
 
@@ -56,6 +59,9 @@ MODELS = {
 }
 
 
+EVAL_PARTICLES = 8  # importance samples of the evaluate rows
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,6 +87,21 @@ def train(model, world, steps, batch, device) -> float:
     pyro_dgm.fit(vae.model, vae.guide, x, steps=steps + 3, batch_size=batch, seed=0, progress=False, device=device,
                  callbacks=[stamp])
     return world * batch * (len(stamps) - 3) / (stamps[-1] - stamps[2])  # after 3 warm-up steps
+
+
+def score(model, world, steps, batch, device) -> tuple[float, float]:
+    """``pyro_dgm.evaluate`` (IWAE, K = ``EVAL_PARTICLES``) of ``steps`` batches of ``batch`` examples, every
+    rank calling it, so that the ranks share the batches: ``(examples/s, NLL)``."""
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    build, shape, _ = MODELS[model]
+    x = torch.bernoulli(torch.full((batch * steps, *shape), 0.3))
+    vae = build().to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device != "cpu" else "cpu")
+    pyro_dgm.evaluate(vae.model, x[:batch * world], vae.guide, num_particles=2, batch_size=batch)  # joins the group
+    t0 = time.perf_counter()
+    nll = pyro_dgm.evaluate(vae.model, x, vae.guide, num_particles=EVAL_PARTICLES, batch_size=batch, seed=0)["nll"]
+    return x.shape[0] / (time.perf_counter() - t0), nll
 
 
 class NegativeELBO(torch.nn.Module):
@@ -118,10 +139,13 @@ def train_ddp(model, world, steps, batch, device) -> float:
     return world * batch * (len(stamps) - 3) / (stamps[-1] - stamps[2])
 
 
-def _rank(rank, model, world, port, steps, batch, device, out, by_hand=False):
+def _rank(rank, model, world, port, steps, batch, device, out, by_hand=False, scoring=False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
-    if by_hand:
+    if scoring:
+        rate, nll = score(model, world, steps, batch, device)
+        (out / f"nll{rank}.txt").write_text(repr(nll))
+    elif by_hand:
         if world > 1:
             dist.init_process_group("nccl" if device != "cpu" else "gloo")
         rate = train_ddp(model, world, steps, batch, device)
@@ -138,9 +162,10 @@ def _alone(rank, model, steps, batch, device, out):
     (out / f"alone{rank}.txt").write_text(str(train(model, 1, steps, batch, device)))
 
 
-def examples_per_second(model, world, steps, batch, device, independent=False, by_hand=False) -> float:
+def examples_per_second(model, world, steps, batch, device, independent=False, by_hand=False,
+                        scoring=False) -> float | tuple[float, list]:
     """examples/s of ``world`` ranks of one fit (``by_hand``: of the DDP loop); ``independent``: the sum of
-    two fits running side by side."""
+    two fits running side by side; ``scoring``: ``(examples/s, each rank's NLL)`` of evaluate instead."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         # fork on the CPU (no second import of torch); CUDA cannot be used in a forked child
@@ -150,8 +175,11 @@ def examples_per_second(model, world, steps, batch, device, independent=False, b
                                                   start_method=how)
             return sum(float((out / f"alone{r}.txt").read_text()) for r in range(2))
         torch.multiprocessing.start_processes(_rank, args=(model, world, _free_port(), steps, batch, device, out,
-                                                           by_hand), nprocs=world, start_method=how)
-        return float((out / f"world{world}.txt").read_text())
+                                                           by_hand, scoring), nprocs=world, start_method=how)
+        rate = float((out / f"world{world}.txt").read_text())
+        if scoring:
+            return rate, [float((out / f"nll{r}.txt").read_text()) for r in range(world)]
+        return rate
 
 
 def main(argv=None):
@@ -190,6 +218,21 @@ def main(argv=None):
     ddp = statistics.median(rates["DDP 2"]) / statistics.median(rates["DDP 1"])
     print(f"torch DDP, 2 processes / 1 process: {ddp:.2f}x; fit's 2 ranks / DDP's 2 ranks: "
           f"{statistics.median(rates[2]) / statistics.median(rates['DDP 2']):.2f}")
+    print(_scoring_row(args))
+
+
+def _scoring_row(args) -> str:
+    """evaluate on 1 and 2 processes, alternating: the ranks share the batches and must agree with one process."""
+    rates, nlls = {1: [], 2: []}, {1: set(), 2: set()}
+    for _ in range(args.rounds):
+        for world in rates:
+            rate, nll = examples_per_second(args.model, world, args.steps, args.batch, args.device, scoring=True)
+            rates[world].append(rate)
+            nlls[world].update(nll)
+    one, two = (statistics.median(rates[w]) for w in (1, 2))
+    return (f"evaluate (IWAE, K={EVAL_PARTICLES}, {args.steps} batches of {args.batch}): {one:.0f} examples/s on 1 "
+            f"process, {two:.0f} on 2 ({two / one:.2f}x); NLL {sorted(nlls[1])} on 1, {sorted(nlls[2])} on both "
+            "ranks of 2")
 
 
 if __name__ == "__main__":
