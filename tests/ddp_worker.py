@@ -6,8 +6,9 @@ runs them on two gloo ranks and writes each rank's losses, weights and NLLs
 to ``OUT/<run>.rank<r>.pt``; the test runs the same functions in one process.
 MODE "killed" trains the resumable VAE and kills rank 1 at step 5; "compare"
 trains the VAE, the GAN and a param-store program, trains the resumable VAE
-without a break and resumes the killed run, stops a VAE early,
-checkpoints an EBM's PCD replay buffers, then stops a VAE by a SIGTERM to
+without a break and resumes the killed run, evaluates it (evaluate, the
+probability flow, held-out values, compare), stops a VAE early (on the
+loss, and on the IWAE NLL its ranks share), checkpoints an EBM's PCD replay buffers, then stops a VAE by a SIGTERM to
 rank 1 and by rank 1's step hook alone; "glow" trains a Glow (ActNorm)
 and evaluates it.
 
@@ -150,6 +151,10 @@ def main(out, mode):
     stop = EarlyStopping(_data()["library_vae"][:16], patience=1)
     early = train("library_vae", 16, steps=None, epochs=8, lr=0.2, callbacks=[stop])[0]
     _save(out, "early", rank, early, history=stop.history)
+    by_nll = EarlyStopping(_data()["library_vae"][:32], patience=8, monitor="nll", num_particles=4, batch_size=8)
+    with _rows_scored(evaluation, "pointwise_log_likelihood") as rows:  # each epoch, every rank scores its half
+        train("library_vae", 16, steps=None, epochs=3, callbacks=[by_nll])
+    torch.save({"history": by_nll.history, "rows": rows}, out / f"early_nll.rank{rank}.pt")
     torch.manual_seed(0)
     ebm = EBM(EnergyMLP(2, hidden=(16,)), (2,))
     pyro_dgm.fit(ebm.model, None, _data()["param"], objective=PersistentContrastiveDivergence(num_steps=2, buffer_size=32),

@@ -93,12 +93,15 @@ def test_a_killed_rank_resumes_from_rank_0s_checkpoint_as_if_never_stopped(runs)
             assert torch.equal(a, b)
 
 
-def test_ranks_stop_early_together_and_keep_their_own_replay_buffers(runs):
+def test_ranks_stop_early_together_share_the_nll_monitor_and_keep_their_own_replay_buffers(runs):
     out, _ = runs
     early = _load(out, "early")
     assert early[0]["history"] == early[1]["history"] and 2 <= len(early[0]["history"]) < 8  # rank 0's decision
     for a, b in zip(early[0]["weights"], early[1]["weights"]):  # the same best weights restored on both
         assert torch.equal(a, b)
+    by_nll = [torch.load(out / f"early_nll.rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert by_nll[0]["history"] == by_nll[1]["history"] and len(by_nll[0]["history"]) == 3
+    assert by_nll[0]["rows"] == by_nll[1]["rows"] == [8, 8] * 3  # the IWAE monitor's 4 batches, 2 a rank an epoch
     state = torch.load(out / "pcd.pt", weights_only=True)
     buffers = [r["objective"]["buffer"] for r in state["ranks"]]
     assert buffers[0].shape == buffers[1].shape == (32, 2) and not torch.equal(buffers[0], buffers[1])
