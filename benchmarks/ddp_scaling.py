@@ -98,9 +98,11 @@ def score(model, world, steps, batch, device) -> tuple[float, float]:
     build, shape, _ = MODELS[model]
     x = torch.bernoulli(torch.full((batch * steps, *shape), 0.3))
     vae = build().to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device != "cpu" else "cpu")
-    pyro_dgm.evaluate(vae.model, x[:batch * world], vae.guide, num_particles=2, batch_size=batch)  # joins the group
+    pyro_dgm.evaluate(vae.model, x[:batch * world], vae.guide, num_particles=2, batch_size=batch,
+                      all_ranks=True)  # joins the group
     t0 = time.perf_counter()
-    nll = pyro_dgm.evaluate(vae.model, x, vae.guide, num_particles=EVAL_PARTICLES, batch_size=batch, seed=0)["nll"]
+    nll = pyro_dgm.evaluate(vae.model, x, vae.guide, num_particles=EVAL_PARTICLES, batch_size=batch, seed=0,
+                            all_ranks=True)["nll"]
     return x.shape[0] / (time.perf_counter() - t0), nll
 
 

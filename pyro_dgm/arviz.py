@@ -332,15 +332,16 @@ def _program_pair(name, value):
 
 def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100, batch_size: int = 500,
                             site: str | None = None, log_normalizer: float | None = None, seed: int | None = None,
-                            all_ranks: bool = True) -> np.ndarray:
+                            all_ranks: bool = False) -> np.ndarray:
     """Per-example held-out ``log p(x_i)`` of ``data`` (nats, float64, shape (N,)), in eval mode.
 
     The estimates of :func:`~pyro_dgm.evaluate` (``nll`` is minus their mean):
     exact without latents, the importance-weighted bound with
     ``num_particles`` draws for per-example latents, the posterior predictive
     density for global latents; ``-E(x) - log Z`` with ``log_normalizer``.
-    Under ``torchrun`` the ranks share the batches as ``evaluate``'s do
-    (``seed``, ``all_ranks``: the same), and every rank returns all N values.
+    ``seed`` and ``all_ranks`` as in ``evaluate``: with ``all_ranks=True``
+    (every rank calls it, under ``torchrun``) the ranks share the batches,
+    and every rank returns all N values.
 
     Example::
 
@@ -362,7 +363,8 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
 
 
 def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 500, site: str | None = None,
-            log_normalizers: dict | None = None, method: str = "stacking", seed: int | None = None):
+            log_normalizers: dict | None = None, method: str = "stacking", seed: int | None = None,
+            all_ranks: bool = False):
     """Rank models of any family by their held-out ``log p(x_i)`` on ``data``: ArviZ's comparison table.
 
     ``models`` maps a name to a model program (exact densities: flows,
@@ -376,8 +378,9 @@ def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 5
     model's, <= 0, whatever sign the installed ArviZ uses), ``dse`` (standard
     error of the paired difference to the best model), ``weight``, and ``p``
     (nan: no effective number of parameters is estimated) among ArviZ's others.
-    ``seed``: each model's estimates draw from the same seeded streams
-    (under ``torchrun`` the ranks share the batches, as ``evaluate``'s do).
+    ``seed``: each model's estimates draw from the same seeded streams;
+    ``all_ranks=True``: under ``torchrun`` every rank calls ``compare`` and
+    the ranks share the batches, as in ``evaluate``.
 
     Example::
 
@@ -397,6 +400,7 @@ def compare(models: dict, data, *, num_particles: int = 100, batch_size: int = 5
     for name, value in models.items():
         model, guide = _program_pair(name, value)
         values = held_out_log_likelihood(model, data, guide, num_particles=num_particles, batch_size=batch_size,
-                                         site=site, log_normalizer=log_normalizers.get(name), seed=seed)
+                                         site=site, log_normalizer=log_normalizers.get(name), seed=seed,
+                                         all_ranks=all_ranks)
         elpds[name] = elpd_data(values, num_samples=num_particles if guide is not None else 1)
     return _compare_table(elpds, method)

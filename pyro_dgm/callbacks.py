@@ -105,7 +105,7 @@ class EarlyStopping:
             return validation_loss(state.objective, data, self.batch_size)
         objective = state.objective
         return evaluate(objective.model, data, guide=objective.guide, num_particles=self.num_particles,
-                        batch_size=self.batch_size, site=objective.site)["nll"]
+                        batch_size=self.batch_size, site=objective.site, all_ranks=True)["nll"]  # every rank is here
 
     def on_epoch_end(self, state) -> None:
         with self.average.applied() if self.average is not None else contextlib.nullcontext():

@@ -732,7 +732,8 @@ def _likelihood(spec, dspec, module, data, args):
                          "dimensions estimate it with pyro_dgm.evaluate(..., log_normalizer='ais')")
     guide = getattr(module, "guide", None)
     res = evaluate(module.model, data, guide=guide, num_particles=args.num_particles if guide else 1, seed=args.seed,
-                   num_levels=NUM_LEVELS.get(dspec.name), log_normalizer="grid" if spec.family == "ebm" else None)
+                   num_levels=NUM_LEVELS.get(dspec.name), log_normalizer="grid" if spec.family == "ebm" else None,
+                   all_ranks=True)  # under torchrun every rank runs this command
     return res, res["method"]
 
 

@@ -126,7 +126,7 @@ def estimate_log_normalizer(fn, x: torch.Tensor, method: str) -> tuple[float, st
     raise ValueError(f"log_normalizer: expected a number, 'grid' or 'ais', got {method!r}")
 
 
-def _score_field_result(model, data, fn, num_levels, seed, args=(), all_ranks=True):
+def _score_field_result(model, data, fn, num_levels, seed, args=(), all_ranks=False):
     from .inference import VESDE, probability_flow_nll
 
     sde = fn.sde
@@ -218,7 +218,7 @@ def _event_dims(model, shape):
 
 def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int = 500,
              log_normalizer: float | None = None, num_levels: int | None = None, site: str | None = None,
-             device=None, seed: int | None = None, all_ranks: bool = True) -> dict:
+             device=None, seed: int | None = None, all_ranks: bool = False) -> dict:
     """Held-out negative log-likelihood of ``data`` under a model, with every module in eval mode.
 
     * No guide: the exact ``-log p(x)`` summed over the model's sample sites
@@ -251,17 +251,18 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
 
     The result has a ``method`` entry saying which.
 
-    Under ``torchrun`` every rank calls ``evaluate``; the ranks share the work
-    and return the same result: rank r scores batches r, r + N, ... (of a
-    DataLoader with a ``DistributedSampler``, its own batches) and the ranks
-    gather the per-example values. With a ``seed``, batch i draws from a
-    stream of its own, so the result does not depend on the number of ranks;
-    without one, the ranks draw from rank 0's seed, on a fork of the random
-    state, so each rank's own stream (its training noise, when an
-    EarlyStopping callback evaluates) goes on unchanged. ``all_ranks=False``
-    scores all the data in this process alone, with no collective: for a
-    call on one rank only (``if rank == 0: evaluate(...)``), which would
-    otherwise wait for the other ranks forever.
+    Under ``torchrun``, ``all_ranks=True`` says that every rank calls
+    ``evaluate``: the ranks then share the work and return the same result.
+    Rank r scores batches r, r + N, ... (of a DataLoader with a
+    ``DistributedSampler``, its own batches) and the ranks gather the
+    per-example values. Without a seed, the ranks draw from rank 0's seed,
+    on a fork of the random state, so each rank's own stream (its training
+    noise, when an EarlyStopping callback evaluates) goes on unchanged. The
+    default, ``all_ranks=False``, scores all the data in the calling process
+    with no collective, so a call on one rank alone (``if rank == 0:``) works;
+    a call with ``all_ranks=True`` on only some ranks would wait for the
+    others forever. With a ``seed``, batch i draws from a stream of its own,
+    so the result is the same on any number of ranks and in one process.
 
     Returns a dict: ``nll`` (nats per example), ``nll_stderr`` (standard error
     over examples), ``bits_per_dim``, ``num_examples``, ``num_particles``

@@ -184,21 +184,20 @@ def _evaluated(model, guide, data, rank):
     without a seed, after each rank has drawn a stream of its own; the per-example values and ArviZ's
     comparison table; of a DistributedSampler's loader; and on rank 0 alone."""
     with _rows_scored(evaluation, "pointwise_log_likelihood") as rows:
-        nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0)["nll"]
+        nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0, all_ranks=True)["nll"]
     torch.manual_seed(rank)
-    unseeded = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16)["nll"]
+    unseeded = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, all_ranks=True)["nll"]
     after = torch.rand(3)  # rank 1's stream goes on as if evaluate had not run
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=torch.utils.data.DistributedSampler(
         data, shuffle=False))
-    presharded = pyro_dgm.evaluate(model, loader, guide, num_particles=4, seed=0)
-    held_out = held_out_log_likelihood(model, data, guide, num_particles=4, batch_size=16, seed=0)
+    presharded = pyro_dgm.evaluate(model, loader, guide, num_particles=4, seed=0, all_ranks=True)
+    held_out = held_out_log_likelihood(model, data, guide, num_particles=4, batch_size=16, seed=0, all_ranks=True)
     torch.manual_seed(rank)
     table = pyro_dgm.compare({"vae": (model, guide), "flat": FactorizedBernoulli(D).model}, data, num_particles=4,
-                             batch_size=16)
-    alone = None  # rank 0 alone, as a script's "if rank == 0:" would: no collective to wait in
+                             batch_size=16, all_ranks=True)
+    alone = None  # rank 0 alone, as a script's "if rank == 0:" would: by default no collective to wait in
     if rank == 0:
-        alone = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0,
-                                  all_ranks=False)["nll"]
+        alone = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0)["nll"]
     return dict(nll=nll, rows=rows, unseeded=unseeded, after=after, held_out=torch.from_numpy(held_out),
                 compare=table["elpd"].tolist(), presharded=(presharded["nll"], presharded["num_examples"]),
                 alone=alone)
@@ -215,9 +214,9 @@ def _probability_flow(rank):
     and the NLL without a seed after each rank has drawn a stream of its own."""
     m, data = score_model()
     with _rows_scored(score_based, "probability_flow_log_prob") as scored:
-        nll = score_based.probability_flow_nll(m.model, data, batch_size=16, num_steps=4, seed=0)["nll"]
+        nll = score_based.probability_flow_nll(m.model, data, batch_size=16, num_steps=4, seed=0, all_ranks=True)["nll"]
     torch.manual_seed(rank)
-    unseeded = score_based.probability_flow_nll(m.model, data, batch_size=16, num_steps=4)["nll"]
+    unseeded = score_based.probability_flow_nll(m.model, data, batch_size=16, num_steps=4, all_ranks=True)["nll"]
     return {"nll": nll, "rows": scored, "unseeded": unseeded}
 
 

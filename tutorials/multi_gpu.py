@@ -19,8 +19,8 @@
 # `torchrun --nproc_per_node N train.py`, it joins torch.distributed's process group from
 # torchrun's environment (NCCL on CUDA with one GPU per process, gloo on the CPU), gives each process
 # every N-th example of the one-process data order, averages every parameter group's gradients
-# after its backward pass, and writes checkpoints from rank 0. `pyro_dgm.evaluate`, called by every
-# rank, splits the test batches between them and gives every rank the same NLL.
+# after its backward pass, and writes checkpoints from rank 0. `pyro_dgm.evaluate(..., all_ranks=True)`,
+# called by every rank, splits the test batches between them and gives every rank the same NLL.
 #
 # To run anywhere, this tutorial starts two CPU processes itself with torchrun's environment
 # variables, and checks the claim above on a MADE (maximum likelihood has no sampling noise, so the
@@ -62,7 +62,7 @@ def _rank(rank, world, port, folder):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
     made, result = train(BATCH)
-    nll = pyro_dgm.evaluate(made.model, load_digits("test"), batch_size=100)  # each rank scores its batches
+    nll = pyro_dgm.evaluate(made.model, load_digits("test"), batch_size=100, all_ranks=True)  # shares the batches
     torch.save({"weights": made.state_dict(), "losses": result.losses["model"], "nll": nll["nll"],
                 "num_examples": nll["num_examples"]}, folder / f"rank{rank}.pt")
 

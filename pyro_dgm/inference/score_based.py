@@ -376,12 +376,12 @@ def probability_flow_log_prob(score, x: torch.Tensor, sde, *, num_steps: int = 1
 
 def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int = 500, num_steps: int = 100,
                          eps: float = 1e-5, trace: str = "hutchinson", num_levels: int | None = None,
-                         seed: int | None = None, args=(), all_ranks: bool = True) -> dict:
+                         seed: int | None = None, args=(), all_ranks: bool = False) -> dict:
     """Test NLL of a score model by its probability-flow ODE, in nats and bits/dim.
 
-    Under ``torchrun`` the ranks share the batches and return the same
-    result, as :func:`pyro_dgm.evaluate` does (``all_ranks=False``: this
-    process alone scores every batch).
+    ``all_ranks=True`` (every rank calls it, under ``torchrun``): the ranks
+    share the batches and return the same result, as in
+    :func:`pyro_dgm.evaluate`; by default this process scores every batch.
 
     Args:
         model: a program whose site "x" holds a ScoreField.
