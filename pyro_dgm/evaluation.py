@@ -182,6 +182,11 @@ def scores_of_batches(data, batch_size, dev, ranks, seed, score) -> tuple[torch.
     """
     sharded = isinstance(data, torch.utils.data.DataLoader) and isinstance(
         data.sampler, torch.utils.data.DistributedSampler)
+    if ranks.world > 1 and isinstance(data, torch.utils.data.DataLoader) and isinstance(
+            data.sampler, torch.utils.data.RandomSampler):
+        raise ValueError("data: a shuffling DataLoader draws its own order on each rank, so the ranks' batch i "
+                         "would not be the same examples; pass shuffle=False (or a DistributedSampler), or "
+                         "all_ranks=False")
     values, shape = {}, None
     for i, batch in enumerate(batches_of(data, batch_size, dev)):
         x, args = split_batch(batch)

@@ -191,6 +191,12 @@ def _evaluated(model, guide, data, rank):
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=torch.utils.data.DistributedSampler(
         data, shuffle=False))
     presharded = pyro_dgm.evaluate(model, loader, guide, num_particles=4, seed=0, all_ranks=True)
+    try:
+        shuffling = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True)
+        pyro_dgm.evaluate(model, shuffling, guide, all_ranks=True)
+        shuffled = "no error"
+    except ValueError as err:
+        shuffled = str(err)
     held_out = held_out_log_likelihood(model, data, guide, num_particles=4, batch_size=16, seed=0, all_ranks=True)
     torch.manual_seed(rank)
     table = pyro_dgm.compare({"vae": (model, guide), "flat": FactorizedBernoulli(D).model}, data, num_particles=4,
@@ -199,7 +205,7 @@ def _evaluated(model, guide, data, rank):
     if rank == 0:
         alone = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0)["nll"]
     return dict(nll=nll, rows=rows, unseeded=unseeded, after=after, held_out=torch.from_numpy(held_out),
-                compare=table["elpd"].tolist(), presharded=(presharded["nll"], presharded["num_examples"]),
+                compare=table["elpd"].tolist(), shuffled=shuffled, presharded=(presharded["nll"], presharded["num_examples"]),
                 alone=alone)
 
 

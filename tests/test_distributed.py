@@ -143,6 +143,7 @@ def test_evaluate_on_two_ranks_shares_the_batches_and_gives_the_nll_of_one_proce
     assert torch.equal(full[1]["after"], torch.rand(3))  # the shared seed ran on a fork of rank 1's state
     assert full[0]["presharded"] == full[1]["presharded"]
     assert full[0]["presharded"][1] == 60  # each rank's 30 rows of the DistributedSampler, gathered
+    assert "a shuffling DataLoader draws its own order on each rank" in full[0]["shuffled"]
     assert full[0]["alone"] == pytest.approx(one["nll"], rel=1e-6)
     held_out = held_out_log_likelihood(vae.model, data, vae.guide, num_particles=4, batch_size=16, seed=0)
     torch.testing.assert_close(full[0]["held_out"], torch.from_numpy(held_out))
