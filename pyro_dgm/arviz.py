@@ -38,7 +38,7 @@ from .checks import count
 from .deprecation import renamed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
                        resolve_site, sample_program, split_batch, trace_program)
-from .training.distributed import OneProcess, join, shared_seed
+from .training.distributed import OneProcess, of_the_group, shared_seed
 
 __all__ = ["to_arviz", "compare", "held_out_log_likelihood", "elpd_data", "from_groups", "chains_to_arviz",
            "ARVIZ_MAJOR"]
@@ -354,7 +354,7 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
     count("batch_size", batch_size)
     dev = device_of(model)
     _batch(data, dev)  # the same checks of data as to_arviz
-    ranks = join(dev)[0] if all_ranks else OneProcess()
+    ranks = of_the_group(dev) if all_ranks else OneProcess()
     with shared_seed(ranks, seed, dev) as seed, torch.no_grad(), validation(False), \
             eval_mode(modules_of(model, guide)):
         values, _ = scores_of_batches(data, batch_size, dev, ranks, seed, lambda x, args: _held_out(

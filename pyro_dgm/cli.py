@@ -703,10 +703,9 @@ def cmd_evaluate(args):
     y = labels_for(spec, dspec, args.split, meta["seed"], meta.get("data_dir"))
     where = f"{meta['model']} on {meta['data']} ({args.split}, {x.shape[0]} examples)"
     _stage(f"scoring {where}")
-    if spec.family == "gan":
-        quality = _sample_quality(module, x, dspec.kind, y)
+    if spec.family == "gan":  # sampling is local: rank 0 alone scores and prints
         if _speaks():
-            print(f"{where}: {quality} (a GAN has no likelihood)")
+            print(f"{where}: {_sample_quality(module, x, dspec.kind, y)} (a GAN has no likelihood)")
         return 0
     res, how = _likelihood(spec, dspec, module, x if y is None else (x, y), args)  # under torchrun, shared
     if not _speaks():

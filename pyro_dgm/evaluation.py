@@ -14,7 +14,7 @@ from pyro import poutine
 
 from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
-from .training.distributed import OneProcess, in_batch_order, join, seed_batch, shared_seed
+from .training.distributed import OneProcess, failing_together, in_batch_order, of_the_group, seed_batch, shared_seed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, per_example_log_prob,
                        resolve_site, sample_sites, split_batch, trace_program)
 
@@ -182,19 +182,21 @@ def scores_of_batches(data, batch_size, dev, ranks, seed, score) -> tuple[torch.
     """
     sharded = isinstance(data, torch.utils.data.DataLoader) and isinstance(
         data.sampler, torch.utils.data.DistributedSampler)
-    if ranks.world > 1 and isinstance(data, torch.utils.data.DataLoader) and isinstance(
-            data.sampler, torch.utils.data.RandomSampler):
-        raise ValueError("data: a shuffling DataLoader draws its own order on each rank, so the ranks' batch i "
-                         "would not be the same examples; pass shuffle=False (or a DistributedSampler), or "
-                         "all_ranks=False")
+    if ranks.world > 1 and isinstance(data, torch.utils.data.DataLoader) and not sharded and not (
+            isinstance(data.sampler, torch.utils.data.SequentialSampler)
+            and type(data.batch_sampler) is torch.utils.data.BatchSampler):
+        raise ValueError(f"data: the ranks share a DataLoader's batches by position, so its order must be the "
+                         f"same on every rank: this one's {type(data.sampler).__name__} (or its batch sampler) "
+                         "may draw its own on each; pass shuffle=False, a DistributedSampler, or a tensor")
     values, shape = {}, None
-    for i, batch in enumerate(batches_of(data, batch_size, dev)):
-        x, args = split_batch(batch)
-        shape = shape or x.shape[1:]
-        key = i * ranks.world + ranks.rank if sharded else i
-        if sharded or i % ranks.world == ranks.rank:
-            seed_batch(seed, key)
-            values[key] = score(x, args)
+    with failing_together(ranks):  # a rank whose batches fail must not leave the others in the gather
+        for i, batch in enumerate(batches_of(data, batch_size, dev)):
+            x, args = split_batch(batch)
+            shape = shape or x.shape[1:]
+            key = i * ranks.world + ranks.rank if sharded else i
+            if sharded or i % ranks.world == ranks.rank:
+                seed_batch(seed, key)
+                values[key] = score(x, args)
     return torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)]), shape
 
 
@@ -266,8 +268,12 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     default, ``all_ranks=False``, scores all the data in the calling process
     with no collective, so a call on one rank alone (``if rank == 0:``) works;
     a call with ``all_ranks=True`` on only some ranks would wait for the
-    others forever. With a ``seed``, batch i draws from a stream of its own,
-    so the result is the same on any number of ranks and in one process.
+    others forever (an error on one rank is raised on all). With a ``seed``,
+    batch i draws from a stream of its own (batch 0 from the seed itself), so
+    for a tensor, a Dataset or an unshuffled DataLoader the result is the
+    same on any number of ranks and in one process. A ``DistributedSampler``
+    pads each rank's share to equal length by repeating examples; the
+    repeats are scored too, as in torch's own evaluation loops.
 
     Returns a dict: ``nll`` (nats per example), ``nll_stderr`` (standard error
     over examples), ``bits_per_dim``, ``num_examples``, ``num_particles``
@@ -287,7 +293,7 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
     if isinstance(data, torch.Tensor) and data.shape[0] == 0:
         raise ValueError("data: is empty; expected at least one example")
     dev = torch.device(device) if device is not None else device_of(model)
-    ranks = join(dev)[0] if all_ranks else OneProcess()
+    ranks = of_the_group(dev) if all_ranks else OneProcess()
     with shared_seed(ranks, seed, dev) as seed:
         if seed is not None:
             torch.manual_seed(seed)

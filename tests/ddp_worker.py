@@ -152,9 +152,11 @@ def main(out, mode):
     early = train("library_vae", 16, steps=None, epochs=8, lr=0.2, callbacks=[stop])[0]
     _save(out, "early", rank, early, history=stop.history)
     by_nll = EarlyStopping(_data()["library_vae"][:32], patience=8, monitor="nll", num_particles=4, batch_size=8)
+    own, value = [], by_nll.value  # each rank's own value, before fit gives every rank rank 0's history
+    by_nll.value = lambda state: own.append(value(state)) or own[-1]
     with _rows_scored(evaluation, "pointwise_log_likelihood") as rows:  # each epoch, every rank scores its half
         train("library_vae", 16, steps=None, epochs=3, callbacks=[by_nll])
-    torch.save({"history": by_nll.history, "rows": rows}, out / f"early_nll.rank{rank}.pt")
+    torch.save({"history": by_nll.history, "own": own, "rows": rows}, out / f"early_nll.rank{rank}.pt")
     torch.manual_seed(0)
     ebm = EBM(EnergyMLP(2, hidden=(16,)), (2,))
     pyro_dgm.fit(ebm.model, None, _data()["param"], objective=PersistentContrastiveDivergence(num_steps=2, buffer_size=32),
@@ -187,7 +189,7 @@ def _evaluated(model, guide, data, rank):
         nll = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0, all_ranks=True)["nll"]
     torch.manual_seed(rank)
     unseeded = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, all_ranks=True)["nll"]
-    after = torch.rand(3)  # rank 1's stream goes on as if evaluate had not run
+    after = torch.rand(3)  # each rank's stream goes on as if evaluate had not run
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=torch.utils.data.DistributedSampler(
         data, shuffle=False))
     presharded = pyro_dgm.evaluate(model, loader, guide, num_particles=4, seed=0, all_ranks=True)
@@ -205,8 +207,27 @@ def _evaluated(model, guide, data, rank):
     if rank == 0:
         alone = pyro_dgm.evaluate(model, data, guide, num_particles=4, batch_size=16, seed=0)["nll"]
     return dict(nll=nll, rows=rows, unseeded=unseeded, after=after, held_out=torch.from_numpy(held_out),
-                compare=table["elpd"].tolist(), shuffled=shuffled, presharded=(presharded["nll"], presharded["num_examples"]),
-                alone=alone)
+                compare=table["elpd"].tolist(), shuffled=shuffled, failed=_one_rank_fails(rank),
+                presharded=(presharded["nll"], presharded["num_examples"]), alone=alone)
+
+
+def picky(x):
+    """A density that refuses a batch of negative data only: rank 1's batch below (evaluate's first trace,
+    of all 8 rows, and rank 0's batch pass)."""
+    if (x < 0).all():
+        raise ValueError("picky: a negative batch")
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1), obs=x)
+
+
+def _one_rank_fails(rank):
+    """evaluate(all_ranks=True) where only rank 1's batch raises: the error of each rank."""
+    data = torch.cat([torch.ones(4, 2), -torch.ones(4, 2)])
+    try:
+        pyro_dgm.evaluate(picky, data, batch_size=4, all_ranks=True)
+    except (ValueError, RuntimeError) as err:
+        return f"{type(err).__name__}: {err}"
+    return "no error"
 
 
 def score_model():

@@ -100,7 +100,7 @@ def test_ranks_stop_early_together_share_the_nll_monitor_and_keep_their_own_repl
     for a, b in zip(early[0]["weights"], early[1]["weights"]):  # the same best weights restored on both
         assert torch.equal(a, b)
     by_nll = [torch.load(out / f"early_nll.rank{r}.pt", weights_only=True) for r in (0, 1)]
-    assert by_nll[0]["history"] == by_nll[1]["history"] and len(by_nll[0]["history"]) == 3
+    assert by_nll[0]["own"] == by_nll[1]["own"] == by_nll[0]["history"] and len(by_nll[0]["own"]) == 3
     assert by_nll[0]["rows"] == by_nll[1]["rows"] == [8, 8] * 3  # the IWAE monitor's 4 batches, 2 a rank an epoch
     state = torch.load(out / "pcd.pt", weights_only=True)
     buffers = [r["objective"]["buffer"] for r in state["ranks"]]
@@ -139,11 +139,14 @@ def test_evaluate_on_two_ranks_shares_the_batches_and_gives_the_nll_of_one_proce
     assert (full[0]["rows"], full[1]["rows"]) == ([16, 16], [16, 12])  # batches 0, 2 and 1, 3 of 60 rows
     assert full[0]["unseeded"] == full[1]["unseeded"]  # rank 0's seed, although each rank drew its own stream
     assert full[0]["unseeded"] != full[0]["nll"]
-    torch.manual_seed(1)
-    assert torch.equal(full[1]["after"], torch.rand(3))  # the shared seed ran on a fork of rank 1's state
+    for r in (0, 1):  # the shared seed, rank 0's draw included, ran on a fork of each rank's state
+        torch.manual_seed(r)
+        assert torch.equal(full[r]["after"], torch.rand(3))
     assert full[0]["presharded"] == full[1]["presharded"]
     assert full[0]["presharded"][1] == 60  # each rank's 30 rows of the DistributedSampler, gathered
-    assert "a shuffling DataLoader draws its own order on each rank" in full[0]["shuffled"]
+    assert "its order must be the same on every rank: this one's RandomSampler" in full[0]["shuffled"]
+    assert full[1]["failed"].startswith("ValueError: picky: a negative batch")  # its own error; no rank waits
+    assert full[0]["failed"].startswith("RuntimeError: another rank failed while scoring")
     assert full[0]["alone"] == pytest.approx(one["nll"], rel=1e-6)
     held_out = held_out_log_likelihood(vae.model, data, vae.guide, num_particles=4, batch_size=16, seed=0)
     torch.testing.assert_close(full[0]["held_out"], torch.from_numpy(held_out))

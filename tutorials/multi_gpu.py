@@ -79,9 +79,11 @@ with tempfile.TemporaryDirectory() as tmp:
     torch.multiprocessing.start_processes(_rank, args=(2, _free_port(), Path(tmp)), nprocs=2, start_method="fork")
     two, rank1 = (torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 one, one_result = train(2 * BATCH)
-one_nll = pyro_dgm.evaluate(one.model, load_digits("test"), batch_size=100)["nll"]
-print(f"test NLL: rank 0 {two['nll']:.4f}, rank 1 {rank1['nll']:.4f} (each of {two['num_examples']} test digits "
-      f"scored once, by one rank), 1 process {one_nll:.4f}")
+same = MADE(64, hidden=(200,))
+same.load_state_dict(two["weights"])  # the 2-process weights, scored again in this one process
+one_nll = pyro_dgm.evaluate(same.model, load_digits("test"), batch_size=100)["nll"]
+print(f"test NLL: rank 0 {two['nll']:.6f}, rank 1 {rank1['nll']:.6f} (each of {two['num_examples']} test digits "
+      f"scored once, by one rank), the same weights in 1 process {one_nll:.6f}")
 gap = max(float((one.state_dict()[k] - two["weights"][k]).abs().max()) for k in two["weights"])
 print(f"2 processes at batch {BATCH} vs 1 process at batch {2 * BATCH}, {STEPS} steps: "
       f"largest weight difference {gap:.2e}; final losses {two['losses'][-1]:.4f} and "

@@ -42,7 +42,7 @@ from ..checks import count, positive, trace_on_batch
 from .objective import Objective, data_site
 from ..samplers import VESDE, VPSDE, AnnealedLangevin, Langevin, PredictorCorrector, as_sigmas as _as_sigmas
 from ..samplers.sde import column as _col, sum_event as _sum_event
-from ..training.distributed import OneProcess, in_batch_order, join, seed_batch, shared_seed
+from ..training.distributed import OneProcess, failing_together, in_batch_order, of_the_group, seed_batch, shared_seed
 from .score_matching import denoising_score_matching, sliced_score_matching
 
 __all__ = ["geometric_sigmas", "max_pairwise_distance", "score_field_of", "DenoisingScoreMatching",
@@ -419,9 +419,9 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
     if sde is None:
         raise ValueError("sde: the model's ScoreField declares no SDE; pass sde=VESDE(...) or VPSDE()")
     device = field.device
-    ranks = join(device)[0] if all_ranks else OneProcess()
+    ranks = of_the_group(device) if all_ranks else OneProcess()
     parts = {}
-    with shared_seed(ranks, seed, device) as seed:
+    with shared_seed(ranks, seed, device) as seed, failing_together(ranks):
         for key, i in enumerate(range(0, data.shape[0], batch_size)):
             if key % ranks.world != ranks.rank:  # another rank's batch
                 continue

@@ -24,7 +24,8 @@ from torch.utils._pytree import tree_map
 
 from .devices import resolve_device
 
-__all__ = ["join", "OneProcess", "Ranks", "shared_seed", "seed_batch", "in_batch_order"]
+__all__ = ["join", "of_the_group", "OneProcess", "Ranks", "shared_seed", "seed_batch", "in_batch_order",
+           "failing_together"]
 
 
 class OneProcess:
@@ -151,9 +152,35 @@ def shared_seed(ranks, seed: int | None, device: torch.device):
     if seed is not None or ranks.world == 1:
         yield seed
         return
-    seed = ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        yield seed
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # rank 0's draw too
+        yield ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
+
+
+def of_the_group(device):
+    """The ranks of an initialised process group (one process where there is none), for work that every
+    rank runs: unlike :func:`join` it checks no device, since a check that failed on some ranks only
+    would leave the others waiting in a collective."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return Ranks(device)
+    if _world_from_env() > 1:  # under torchrun before any fit: join the group
+        return join(device)[0]
+    return OneProcess()
+
+
+@contextlib.contextmanager
+def failing_together(ranks):
+    """A block that each rank runs on its own share of the work: an exception on one rank is raised on
+    every rank (there as a RuntimeError) instead of leaving the others waiting in the next collective.
+    One small all-reduce on the way out, whether the block failed or not."""
+    try:
+        yield
+    except Exception:
+        if ranks.world > 1:
+            ranks.agree([1])
+        raise
+    if ranks.world > 1 and ranks.agree([0])[0]:
+        raise RuntimeError("another rank failed while scoring its share of the batches; its error is in its "
+                           "output")
 
 
 def seed_batch(seed: int | None, key: int) -> None:
