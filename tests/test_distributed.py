@@ -242,3 +242,27 @@ def test_only_a_step_hook_that_may_stop_makes_the_ranks_agree_after_every_step()
     quiet = [WeightAverage(), EarlyStopping(torch.zeros(4, 2)), timer]  # EarlyStopping stops at epoch ends
     assert not _may_stop_mid_epoch(quiet)
     assert _may_stop_mid_epoch(quiet + [lambda state: None])
+
+
+@pytest.mark.slow  # the real launcher, twice: fresh interpreters import torch, about 30 s on an idle machine
+def test_the_cli_under_torchrun_as_the_readme_writes_it(tmp_path, capsys):
+    """``torchrun ... -m pyro_dgm -- train ...`` and ``-- evaluate RUN``: rank 0 alone reports, and the NLL is
+    one process's."""
+    from pyro_dgm.cli import main
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+
+    def launch(*argv):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                               "2", "-m", "pyro_dgm", "--", *argv], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run = tmp_path / "vae"
+    trained = launch("train", "--model", "vae", "--data", "digits", "--steps", "3", "--batch-size", "32",
+                     "--no-progress", "--out", str(run))
+    assert trained.count("trained vae on digits: 3 steps") == 1
+    scored = [line for line in launch("evaluate", str(run), "--num-particles", "5").splitlines() if " NLL " in line]
+    assert main(["evaluate", str(run), "--num-particles", "5"]) == 0
+    assert scored == [capsys.readouterr().out.strip()]  # once, and the number one process prints
