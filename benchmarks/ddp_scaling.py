@@ -68,14 +68,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(model, world, steps, batch, device) -> float:
-    """Train under the process group of the environment; examples/s of all ranks together."""
+def _model_and_data(model, rows):
+    """One thread, seed 0: the ``--model`` VAE and ``rows`` random binary examples of its shape."""
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     build, shape, _ = MODELS[model]
-    x = torch.bernoulli(torch.full((batch * world * (steps + 3), *shape), 0.3))
-    vae = build()
+    x = torch.bernoulli(torch.full((rows, *shape), 0.3))
+    return build(), x
+
+
+def train(model, world, steps, batch, device) -> float:
+    """Train under the process group of the environment; examples/s of all ranks together."""
+    vae, x = _model_and_data(model, batch * world * (steps + 3))
     stamps = []
     sync = torch.cuda.synchronize if device != "cpu" and torch.cuda.is_available() else (lambda: None)
 
@@ -92,12 +97,8 @@ def train(model, world, steps, batch, device) -> float:
 def score(model, world, steps, batch, device) -> tuple[float, float]:
     """``pyro_dgm.evaluate`` (IWAE, K = ``EVAL_PARTICLES``) of ``steps`` batches of ``batch`` examples, every
     rank calling it, so that the ranks share the batches: ``(examples/s, NLL)``."""
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    build, shape, _ = MODELS[model]
-    x = torch.bernoulli(torch.full((batch * steps, *shape), 0.3))
-    vae = build().to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device != "cpu" else "cpu")
+    vae, x = _model_and_data(model, batch * steps)
+    vae = vae.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device != "cpu" else "cpu")
     pyro_dgm.evaluate(vae.model, x[:batch * world], vae.guide, num_particles=2, batch_size=batch,
                       all_ranks=True)  # joins the group
     t0 = time.perf_counter()

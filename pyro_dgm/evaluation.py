@@ -14,7 +14,7 @@ from pyro import poutine
 
 from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
-from .training.distributed import OneProcess, failing_together, in_batch_order, of_the_group, seed_batch, shared_seed
+from .training.distributed import OneProcess, of_the_group, scored_in_turn, shared_seed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, per_example_log_prob,
                        resolve_site, sample_sites, split_batch, trace_program)
 
@@ -176,9 +176,9 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
 def scores_of_batches(data, batch_size, dev, ranks, seed, score) -> tuple[torch.Tensor, torch.Size]:
     """``(score(x, args) of every batch, concatenated (float64, CPU), the shape of one example)``.
 
-    Rank r of N scores batches r, r + N, ... (of a loader sharded already by a DistributedSampler,
-    all its own, keyed i N + r), each after :func:`seed_batch`, and the ranks gather the values in
-    batch order: every rank returns them all.
+    Through :func:`~pyro_dgm.training.distributed.scored_in_turn`: this rank scores its share of the
+    batches (of a loader sharded already by a DistributedSampler, all its own) and every rank returns
+    them all.
     """
     sharded = isinstance(data, torch.utils.data.DataLoader) and isinstance(
         data.sampler, torch.utils.data.DistributedSampler)
@@ -188,16 +188,16 @@ def scores_of_batches(data, batch_size, dev, ranks, seed, score) -> tuple[torch.
         raise ValueError(f"data: the ranks share a DataLoader's batches by position, so its order must be the "
                          f"same on every rank: this one's {type(data.sampler).__name__} (or its batch sampler) "
                          "may draw its own on each; pass shuffle=False, a DistributedSampler, or a tensor")
-    values, shape = {}, None
-    with failing_together(ranks):  # a rank whose batches fail must not leave the others in the gather
-        for i, batch in enumerate(batches_of(data, batch_size, dev)):
+    shape = []  # of the first batch's examples, whichever rank scores it
+
+    def batches():
+        for batch in batches_of(data, batch_size, dev):
             x, args = split_batch(batch)
-            shape = shape or x.shape[1:]
-            key = i * ranks.world + ranks.rank if sharded else i
-            if sharded or i % ranks.world == ranks.rank:
-                seed_batch(seed, key)
-                values[key] = score(x, args)
-    return torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)]), shape
+            shape.append(x.shape[1:])
+            yield x, args
+
+    values = scored_in_turn(ranks, seed, batches(), lambda batch: score(*batch), sharded)
+    return values, shape[0]
 
 
 def _nll_of_batches(model, data, guide, ranks, seed, log_normalizer, batch_size, num_particles, site, dev):

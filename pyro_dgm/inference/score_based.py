@@ -42,7 +42,7 @@ from ..checks import count, positive, trace_on_batch
 from .objective import Objective, data_site
 from ..samplers import VESDE, VPSDE, AnnealedLangevin, Langevin, PredictorCorrector, as_sigmas as _as_sigmas
 from ..samplers.sde import column as _col, sum_event as _sum_event
-from ..training.distributed import OneProcess, failing_together, in_batch_order, of_the_group, seed_batch, shared_seed
+from ..training.distributed import OneProcess, of_the_group, scored_in_turn, shared_seed
 from .score_matching import denoising_score_matching, sliced_score_matching
 
 __all__ = ["geometric_sigmas", "max_pairwise_distance", "score_field_of", "DenoisingScoreMatching",
@@ -420,17 +420,15 @@ def probability_flow_nll(model, data: torch.Tensor, sde=None, *, batch_size: int
         raise ValueError("sde: the model's ScoreField declares no SDE; pass sde=VESDE(...) or VPSDE()")
     device = field.device
     ranks = of_the_group(device) if all_ranks else OneProcess()
-    parts = {}
-    with shared_seed(ranks, seed, device) as seed, failing_together(ranks):
-        for key, i in enumerate(range(0, data.shape[0], batch_size)):
-            if key % ranks.world != ranks.rank:  # another rank's batch
-                continue
-            seed_batch(seed, key)
-            x, batch_args = rows(i, i + batch_size)
-            x = x.to(device)
-            score = score_field_of(model, x, args=batch_args).score if args else field.score
-            parts[key] = -probability_flow_log_prob(score, x, sde, num_steps=num_steps, eps=eps, trace=trace)
-    nll = torch.cat([v.double().cpu() for v in in_batch_order(ranks, parts)])
+
+    def batch_nll(batch):
+        x, batch_args = batch[0].to(device), batch[1]
+        score = score_field_of(model, x, args=batch_args).score if args else field.score
+        return -probability_flow_log_prob(score, x, sde, num_steps=num_steps, eps=eps, trace=trace)
+
+    with shared_seed(ranks, seed, device) as seed:
+        batches = (rows(i, i + batch_size) for i in range(0, data.shape[0], batch_size))
+        nll = scored_in_turn(ranks, seed, batches, batch_nll)
     dims = data[0].numel()
     mean = float(nll.mean())
     out = {"nll": mean, "nll_stderr": float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else float("nan"),

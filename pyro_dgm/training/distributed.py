@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_map
 from .devices import resolve_device
 
 __all__ = ["join", "of_the_group", "OneProcess", "Ranks", "shared_seed", "seed_batch", "in_batch_order",
-           "failing_together"]
+           "failing_together", "scored_in_turn"]
 
 
 class OneProcess:
@@ -195,6 +195,23 @@ def in_batch_order(ranks, values: dict) -> list:
     """Every rank's ``{batch key: value}``, gathered and sorted by key: each rank's list is the same."""
     gathered = {k: v for share in ranks.gather(values) for k, v in share.items()}
     return [gathered[k] for k in sorted(gathered)]
+
+
+def scored_in_turn(ranks, seed, batches, score, sharded: bool = False) -> torch.Tensor:
+    """``score(batch)`` of every batch, concatenated in batch order (float64, CPU), on every rank.
+
+    Rank r of N scores batches r, r + N, ... (``sharded``: the batches are this rank's own already, keyed
+    i N + r), each after :func:`seed_batch`; an error on one rank is raised on all; the ranks gather the
+    values, so each returns them all.
+    """
+    values = {}
+    with failing_together(ranks):  # a rank whose batches fail must not leave the others in the gather
+        for i, batch in enumerate(batches):
+            if sharded or i % ranks.world == ranks.rank:
+                key = i * ranks.world + ranks.rank if sharded else i
+                seed_batch(seed, key)
+                values[key] = score(batch)
+    return torch.cat([v.double().cpu() for v in in_batch_order(ranks, values)])
 
 
 def _leave():
