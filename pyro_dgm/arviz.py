@@ -32,12 +32,13 @@ import xarray as xr
 from pyro import poutine
 
 from .distributions import UnnormalizedDistribution
-from .evaluation import _in_plate, _refuse_unscorable, per_example_log_prob, pointwise_log_likelihood, scores_of_batches
+from .evaluation import (_in_plate, _log_p, _refuse_unscorable, _summed_out, per_example_log_prob,
+                         pointwise_log_likelihood, scores_of_batches, weighted_sites)
 from .runtime import eval_mode, on_device, repeat_rows, validation
 from .checks import count
 from .deprecation import renamed
-from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, predictive_trace,
-                       resolve_site, sample_program, split_batch, trace_program)
+from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, observed_item,
+                       predictive_trace, resolve_site, sample_program, split_batch, trace_program)
 from .training.distributed import OneProcess, of_the_group, shared_seed
 
 __all__ = ["to_arviz", "compare", "held_out_log_likelihood", "elpd_data", "from_groups", "chains_to_arviz",
@@ -173,7 +174,7 @@ def _held_out(model, guide, x, args, num_particles, site, log_normalizer):
     if log_normalizer is None:
         return pointwise_log_likelihood(model, x, guide, num_particles, args, site)
     trace = trace_program(model, x, *args)
-    _check_scorable(trace.nodes[resolve_site(trace, x, site)]["fn"], log_normalizer)
+    _check_scorable(trace.nodes[resolve_site(trace, x, site, args)]["fn"], log_normalizer)
     if latent_sites(trace):
         raise ValueError(f"log_normalizer: only for a model without latents; this one has {latent_sites(trace)}")
     return per_example_log_prob(trace, x.shape[0]) - float(log_normalizer)
@@ -185,17 +186,21 @@ def _log_lik_given_globals(model, guide, guide_trace, x, args, plate, theta, loc
     No local latents: the model replayed on the guide's draw of theta. With
     local latents z_i, K = ``num_particles`` copies of the batch run at once
     with the globals held at ``theta`` (``poutine.condition``):
-    ``log (1/K) sum_k p(x_i, z_ik | theta) / q(z_ik | x_i, theta)``.
+    ``log (1/K) sum_k p(x_i, z_ik | theta) / q(z_ik | x_i, theta)``. A local
+    latent the guide leaves out is drawn from its prior (its p/q is 1), or,
+    marked for enumeration (``config_enumerate``), summed out exactly.
     """
     n = x.shape[0]
-    if not local:
-        model_trace = trace_program(poutine.replay(model, trace=guide_trace), x, *args)
-        return per_example_log_prob(model_trace, n, _in_plate(model_trace, plate))
+    model_trace = trace_program(poutine.replay(model, trace=guide_trace), x, *args)
+    drawn = set(_in_plate(model_trace, plate)) - set(weighted_sites(model_trace, guide_trace, plate))
+    if not local and drawn <= set(_summed_out(model_trace, guide_trace, plate)):  # nothing left to sample
+        return _log_p(model, model_trace, guide_trace, x, args, n, plate)
     k = num_particles
     xk, ak = repeat_rows(x, args, k)
     guide_k = trace_program(poutine.condition(guide, data=theta), xk, *ak)
-    model_k = trace_program(poutine.replay(poutine.condition(model, data=theta), trace=guide_k), xk, *ak)
-    log_w = (per_example_log_prob(model_k, k * n, _in_plate(model_k, plate))
+    conditioned = poutine.condition(model, data=theta)
+    model_k = trace_program(poutine.replay(conditioned, trace=guide_k), xk, *ak)
+    log_w = (_log_p(conditioned, model_k, guide_k, xk, ak, k * n, plate)
              - per_example_log_prob(guide_k, k * n, local))
     return torch.logsumexp(log_w.reshape(k, n), 0) - math.log(k)
 
@@ -216,18 +221,19 @@ def _global_groups(model, guide, x, args, site, plate, names, num_samples, num_p
     return posterior, torch.stack(log_lik).unsqueeze(0), torch.stack(predictive).unsqueeze(0)
 
 
-def _local_draws(model, guide, x, args, site, num_samples):
-    """S draws z_s ~ q(z|x_i) per example (as S copies of the batch) and x ~ p(x|z_s) for each."""
+def _local_draws(model, guide, x, args, site, num_samples, shape):
+    """S draws z_s ~ q(z|x_i) per example (as S copies of the batch; no guide: no z) and a draw of the
+    data site (of ``shape``, the observed item's) for each."""
     n = x.shape[0]
     xr_, ar = repeat_rows(x, args, num_samples)
-    guide_trace = trace_program(guide, xr_, *ar)
+    guide_trace = trace_program(guide, xr_, *ar) if guide is not None else poutine.Trace()
     predictive = predictive_trace(model, guide_trace, xr_, ar, site).nodes[site]["value"]
     draws = {}
     for name in latent_sites(guide_trace):
         v = guide_trace.nodes[name]["value"]
         if v.dim() > 0 and v.shape[0] == num_samples * n:
             draws[name] = v.reshape(1, num_samples, n, *v.shape[1:])
-    return draws, predictive.reshape(1, num_samples, *x.shape)
+    return draws, predictive.reshape(1, num_samples, *shape)
 
 
 def _event_dims(prefix, ndim):
@@ -286,10 +292,12 @@ def to_arviz(model, guide=None, data=None, num_samples: int = 100, *, num_partic
     n = x.shape[0]
     with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
         trace = trace_program(model, x, *args)
-        site = resolve_site(trace, x, site)
+        site = resolve_site(trace, x, site, args)
         _check_scorable(trace.nodes[site]["fn"], log_normalizer)
-        dims = {site: ["example", *_event_dims(site, x.dim() - 1)]}
-        observed = {site: x}
+        item = observed_item(trace.nodes[site], x, args)  # model(x, y) with obs=y: y is the data
+        y = args[item - 1] if item else x
+        dims = {site: ["example", *_event_dims(site, y.dim() - 1)]}
+        observed = {site: y}
         plate, names = None, []
         if guide is not None:
             replayed = trace_program(poutine.replay(model, trace=trace_program(guide, x, *args)), x, *args)
@@ -304,12 +312,12 @@ def to_arviz(model, guide=None, data=None, num_samples: int = 100, *, num_partic
             return from_groups(groups, dims=dims, attrs={"log_likelihood": {"pyro_dgm": what}})
         log_lik = _held_out(model, guide, x, args, num_particles, site, log_normalizer).reshape(1, 1, n)
         groups = {"log_likelihood": {site: log_lik}, "observed_data": observed}
-        if guide is None:
+        if guide is None and not item:
             samples = sample_program(model, num_samples, site, like=x, args=args)
             groups["posterior_predictive"] = {f"{site}_sample": samples.reshape(1, num_samples, *x.shape[1:])}
             dims[f"{site}_sample"] = _event_dims(site, x.dim() - 1)
-        else:
-            draws, predictive = _local_draws(model, guide, x, args, site, num_samples)
+        else:  # latents, or y given x: draws for each example
+            draws, predictive = _local_draws(model, guide, x, args, site, num_samples, y.shape)
             groups["posterior"] = {f"{name}_given_{site}": v for name, v in draws.items()}
             dims.update({f"{name}_given_{site}": ["example", *_event_dims(name, v.dim() - 3)]
                          for name, v in draws.items()})

@@ -15,8 +15,8 @@ from pyro import poutine
 from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
 from .training.distributed import OneProcess, of_the_group, scored_in_turn, shared_seed
-from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, per_example_log_prob,
-                       resolve_site, sample_sites, split_batch, trace_program)
+from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, observed_item,
+                       per_example_log_prob, resolve_site, sample_sites, split_batch, trace_program)
 
 __all__ = ["evaluate", "per_example_log_prob", "iwae_log_weights", "pointwise_log_likelihood",
            "estimate_log_normalizer", "to_bits_per_dim", "eval_mode"]
@@ -30,6 +30,59 @@ def to_bits_per_dim(nll_nats: float, dims: int) -> float:
 def _in_plate(trace, plate):
     return [n for n in sample_sites(trace) if plate is None
             or any(f.name == plate for f in trace.nodes[n]["cond_indep_stack"])]
+
+
+def weighted_sites(model_trace, guide_trace, plate=None):
+    """The model sites (in ``plate``, if given) whose log density enters an importance weight p/q.
+
+    A latent site the guide does not draw is drawn from its prior when the
+    model is replayed on the guide: the prior is its proposal, so its p/q is
+    1 and it is left out; the weight is then ``p(x | z) p(z_guided) / q``.
+    Sites marked for enumeration are summed out instead (:func:`_log_p`).
+    """
+    return [n for n in _in_plate(model_trace, plate)
+            if model_trace.nodes[n]["is_observed"] or n in guide_trace.nodes]
+
+
+def _summed_out(model_trace, guide_trace, plate=None):
+    """The latent sites (in ``plate``, if given) that the guide leaves to enumeration: ``config_enumerate``'s
+    ``infer={"enumerate": "parallel"}``, which TraceEnum_ELBO sums out in training."""
+    return [n for n in latent_sites(model_trace) if n not in guide_trace.nodes and n in _in_plate(model_trace, plate)
+            and model_trace.nodes[n]["infer"].get("enumerate") == "parallel"]
+
+
+def _log_p_enumerated(model, guide_trace, x, args, sites, batch_size):
+    """Per-example ``log sum_k p(sites, k)``, shape (batch,): the model replayed on ``guide_trace`` with its
+    enumerated sites k summed out exactly (``poutine.enum``, as TraceEnum_ELBO sums them in training).
+
+    Each example's enumerated sites must sit in its data plate (a discrete assignment per example), so
+    that the sum over them factorizes per example; a global enumerated site is refused.
+    """
+    replayed = poutine.replay(model, trace=guide_trace)
+    plain = trace_program(replayed, x, *args)
+    frames = [f for n in sample_sites(plain) for f in plain.nodes[n]["cond_indep_stack"] if f.vectorized]
+    nesting = max((-f.dim for f in frames), default=0)
+    data_dims = {f.dim for f in frames if f.size == batch_size}
+    trace = trace_program(poutine.enum(replayed, first_available_dim=-1 - nesting), x, *args)
+    enumerated = [n for n in latent_sites(trace) if trace.nodes[n]["infer"].get("_enumerate_dim") is not None]
+    outside = [n for n in enumerated if not any(f.dim in data_dims for f in trace.nodes[n]["cond_indep_stack"])]
+    if len(data_dims) != 1 or outside:
+        raise ValueError(f"model: the enumerated sites {outside or enumerated} are not per example (in one plate "
+                         f"of the {batch_size} examples), so their sum does not split per example; draw them in "
+                         "the guide to evaluate this model")
+    total = sum(trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]) for n in (*sites, *enumerated))
+    total = total.reshape((1,) * (nesting - total.dim()) + tuple(total.shape))
+    total = total.logsumexp(tuple(range(total.dim() - nesting))) if total.dim() > nesting else total
+    dim = data_dims.pop()
+    return total.movedim(dim, 0).reshape(batch_size, -1).sum(-1)
+
+
+def _log_p(model, model_trace, guide_trace, x, args, batch_size, plate=None):
+    """Per-example log p of the weighted sites (in ``plate``, if given), enumerated sites summed out."""
+    sites = weighted_sites(model_trace, guide_trace, plate)
+    if _summed_out(model_trace, guide_trace, plate):
+        return _log_p_enumerated(model, guide_trace, x, args, sites, batch_size)
+    return per_example_log_prob(model_trace, batch_size, sites)
 
 
 def iwae_log_weights(model, guide, x: torch.Tensor, num_particles: int, chunk: int = 64, args=()) -> torch.Tensor:
@@ -46,7 +99,7 @@ def iwae_log_weights(model, guide, x: torch.Tensor, num_particles: int, chunk: i
         guide_trace = trace_program(guide, xr, *ar)
         model_trace = trace_program(poutine.replay(model, trace=guide_trace), xr, *ar)
         log_q = per_example_log_prob(guide_trace, c * b, latent_sites(guide_trace))
-        log_p = per_example_log_prob(model_trace, c * b)
+        log_p = _log_p(model, model_trace, guide_trace, xr, ar, c * b)
         out.append((log_p - log_q).reshape(c, b))
     return torch.cat(out, 0)
 
@@ -64,7 +117,7 @@ def _global_log_weights(model, guide, x, num_particles, plate, args=()):
         model_trace = trace_program(poutine.replay(model, trace=guide_trace), x, *args)
         local_q = [n for n in _in_plate(guide_trace, plate) if not guide_trace.nodes[n]["is_observed"]
                    and n in model_trace.nodes]
-        log_p = per_example_log_prob(model_trace, x.shape[0], _in_plate(model_trace, plate))
+        log_p = _log_p(model, model_trace, guide_trace, x, args, x.shape[0], plate)
         log_q = per_example_log_prob(guide_trace, x.shape[0], local_q)
         out.append(log_p - log_q)
     return torch.stack(out)
@@ -148,7 +201,8 @@ def _implicit_result(model, data, site):
 
 
 def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, num_particles, all_ranks):
-    """A finished result for score fields and implicit models; else ``(log Z or None, how)``."""
+    """A finished result for score fields and implicit models; else ``(log Z or None, how, dimensions of the
+    observed item y when the data site observes y of a batch (x, y), else None)``."""
     from .distributions import ScoreField, UnnormalizedDistribution
 
     x, args = split_batch(next(iter(batches_of(data, 500, dev))))
@@ -163,14 +217,27 @@ def _dispatch(model, data, guide, site, dev, num_levels, seed, log_normalizer, n
     if guide is None and latent_sites(trace) and _implicit(fn) and isinstance(data, torch.Tensor):
         with torch.no_grad():
             return _implicit_result(model, data.to(dev), name)
+    item = observed_item(trace.nodes[name], x, args)  # model(x, y) with obs=y: bits per dimension of y
+    dims = math.prod(args[item - 1].shape[1:]) if item else None
     if isinstance(fn, UnnormalizedDistribution) and isinstance(log_normalizer, str):
         full = data.to(dev) if isinstance(data, torch.Tensor) else x
-        return estimate_log_normalizer(fn, full, log_normalizer)
+        return (*estimate_log_normalizer(fn, full, log_normalizer), dims)
     if log_normalizer is not None:
-        return float(log_normalizer), "exact energy, given log Z"
+        return float(log_normalizer), "exact energy, given log Z", dims
     if guide is None:
-        return None, "exact"
-    return None, f"IWAE, K={num_particles}"
+        return None, "exact", dims
+    return None, _estimator_name(model, guide, x, args, name, num_particles), dims
+
+
+def _estimator_name(model, guide, x, args, site, num_particles):
+    # On a fork of the random state: naming the estimate must not change the draws that make it.
+    with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        guide_trace = trace_program(guide, x, *args)
+        replayed = trace_program(poutine.replay(model, trace=guide_trace), x, *args)
+    plate = data_plate(replayed, site, x.shape[0])
+    if plate is not None and global_latents(replayed, plate):
+        return f"posterior predictive, K={num_particles} draws of the global latents"
+    return f"IWAE, K={num_particles}"
 
 
 def scores_of_batches(data, batch_size, dev, ranks, seed, score) -> tuple[torch.Tensor, torch.Size]:
@@ -302,14 +369,14 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
                                 all_ranks)
         if isinstance(special, dict):
             return special
-        log_normalizer, how = special
+        log_normalizer, how, observed_dims = special
         nll, dims = _nll_of_batches(model, data, guide, ranks, seed, log_normalizer, batch_size, num_particles,
                                     site, dev)
     if log_normalizer is not None:
         nll = nll + float(log_normalizer)
     mean = float(nll.mean())
     stderr = float(nll.std() / math.sqrt(nll.numel())) if nll.numel() > 1 else float("nan")
-    out = {"nll": mean, "nll_stderr": stderr, "bits_per_dim": to_bits_per_dim(mean, dims),
+    out = {"nll": mean, "nll_stderr": stderr, "bits_per_dim": to_bits_per_dim(mean, observed_dims or dims),
            "num_examples": nll.numel(), "num_particles": num_particles, "method": how}
     if log_normalizer is not None:
         out["log_normalizer"] = float(log_normalizer)

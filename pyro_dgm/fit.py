@@ -26,14 +26,15 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .checks import trace_on_batch
 from .inference.objective import Objective
-from .programs import fit_owns_parameters, minibatch_plate, modules_of, resolve_site, split_batch
+from .programs import (fit_owns_parameters, minibatch_plate, modules_of, observed_item, resolve_site, split_batch,
+                       subsampled_plate)
 from .runtime import check_finite, validation
 from .safety import Interrupts, Snapshot, check_arguments, exclusive, finite, total_norm
 from .training import distributed
 from .training.batching import Batches
 from .training.compiling import compile_options, compiled
 from .training.devices import keep_freed_cpu_memory, resolve_device
-from .training.optimizers import build_optimizers, check_optimizer, unique
+from .training.optimizers import build_optimizers, check_scheduling, unique
 from .training.run_state import Progress, checkpoint_of, restore
 
 __all__ = ["fit", "FitResult", "FitState", "NonFiniteLossError", "resolve_device"]
@@ -151,6 +152,7 @@ def _prepare(objective, model, guide, x, args, site, num_data):
     objective.site, objective.args, objective.num_data = site, args, num_data
     objective.setup(model, guide, x)
     objective.plate = minibatch_plate(trace, guide, x, args, site, num_data)
+    objective.subsampled = subsampled_plate(trace, site, num_data) is not None
     return objective, trace.nodes[site]
 
 
@@ -256,7 +258,10 @@ def fit(
         batch_size, shuffle, drop_last: batching of tensors and Datasets.
         optimizer: "adam", "adamw", "sgd", "rmsprop", a ``torch.optim`` class,
             a ``pyro.optim`` optimizer (``pyro.optim.Adam({"lr": 1e-3})``,
-            ``ClippedAdam``) or a callable ``(params, lr, **kw) -> Optimizer``.
+            ``ClippedAdam``), one of Pyro's schedulers as SVI takes them
+            (``pyro.optim.ExponentialLR({"optimizer": ..., "optim_args": ...,
+            "gamma": ...})``: its optimizer and its scheduler) or a callable
+            ``(params, lr, **kw) -> Optimizer``.
             ``lr`` (default 1e-3, or the pyro.optim options' own) and
             ``optimizer_kwargs`` may be dicts keyed by parameter group.
         scheduler: a callable ``optimizer -> LRScheduler`` (or a dict of them by
@@ -343,7 +348,7 @@ def fit(
     check_arguments(epochs=epochs, steps=steps, checkpoint_every=checkpoint_every, lr=lr, clip_grad=clip_grad,
                     precision=precision, scheduler_every=scheduler_every, seed=seed, callbacks=callbacks,
                     shuffle=shuffle, drop_last=drop_last, progress=progress)
-    optimizer = check_optimizer(optimizer)
+    optimizer, scheduler = check_scheduling(optimizer, scheduler)
     objective = _check_objective(objective)
     compile_with = compile_options(compile)
     if site is not None and not isinstance(site, str):
@@ -413,7 +418,7 @@ def _set_up(model, guide, data, objective, modules, callbacks, ranks, dev, ckpt_
     check_finite(x0, "data")
     with validation(True), torch.no_grad():
         objective, data_node = _prepare(objective, model, guide, x0, args0, site, batches.n)
-        batches.watch(data_node)
+        batches.watch(data_node, observed_item(data_node, x0, args0))
         groups = {g: list(ms) for g, ms in objective.param_groups().items()}
         if modules:
             groups["model"] = unique(groups.get("model", []) + list(modules))

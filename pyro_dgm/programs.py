@@ -40,7 +40,8 @@ from torch import nn
 __all__ = ["call", "trace_program", "log_density", "sample_sites", "latent_sites", "observed_sites", "data_site",
            "resolve_site", "accepts_num_samples", "sample_program", "predictive_trace", "uncondition_site",
            "module_of", "modules_of", "program_modules", "PyroParams", "announce", "fit_owns_parameters",
-           "DataPlateScale", "data_plate", "global_latents", "minibatch_plate", "split_batch", "device_of"]
+           "DataPlateScale", "data_plate", "global_latents", "minibatch_plate", "subsampled_plate", "observed_item",
+           "split_batch", "device_of"]
 
 
 # -- calling a program ---------------------------------------------------------
@@ -94,6 +95,13 @@ def _same_data(value, x) -> bool:
     if value is x or (value.data_ptr() == x.data_ptr() and value.numel() > 0):
         return True
     return bool(torch.equal(value.reshape(-1).to(x.dtype), x.reshape(-1)))
+
+
+def observed_item(site: dict, x, args=()) -> int:
+    """Which batch item the data site observes: 0 for ``x``, ``1 + j`` for ``args[j]`` (``obs=y``); 0 if none."""
+    if _same_data(site["value"], x):
+        return 0
+    return next((1 + j for j, a in enumerate(args) if isinstance(a, torch.Tensor) and _same_data(site["value"], a)), 0)
 
 
 def resolve_site(trace: poutine.Trace, x: torch.Tensor, site: str | None = None, args=()) -> str:
@@ -455,8 +463,11 @@ def minibatch_plate(trace, guide, x, args, site: str, num_data) -> str | None:
         return None
     plate = data_plate(trace, site, b)
     if plate is None:
-        if any(f.vectorized and f.full_size == num_data for f in trace.nodes[site]["cond_indep_stack"]):
-            return None  # the program subsamples its own plate of size N: Pyro scales it
+        own = subsampled_plate(trace, site, num_data)
+        if own is not None:  # the program subsamples its own plate of size N: Pyro scales it
+            if guide is not None:
+                _refuse_guide_subsample(guide, trace, x, args, own)
+            return None
         if global_latents(trace, None):
             raise ValueError(
                 f"data: minibatches of {b} from {num_data} examples need the data site {site!r} inside "
@@ -466,6 +477,25 @@ def minibatch_plate(trace, guide, x, args, site: str, num_data) -> str | None:
     if guide is not None:
         _refuse_per_example_guide(guide, x, args, plate, num_data)
     return plate if global_latents(trace, plate) else None
+
+
+def subsampled_plate(trace: poutine.Trace, site: str, num_data) -> str | None:
+    """The plate of size N around the data site that the program subsamples itself
+    (``pyro.plate(name, N, subsample=idx)``), or None."""
+    frames = [f for f in trace.nodes[site]["cond_indep_stack"]
+              if num_data is not None and f.vectorized and f.full_size == num_data and _subsampled(f)]
+    return frames[0].name if frames else None
+
+
+def _refuse_guide_subsample(guide, trace, x, args, plate):
+    # An autoguide opens its own pyro.plate(name, N) and draws a random subsample there, unless it is given
+    # create_plates; replayed into the model, that subsample overrides the model's own indices.
+    node = trace_program(guide, x, *args).nodes.get(plate)
+    if node is not None and node["type"] == "sample" and not torch.equal(node["value"], trace.nodes[plate]["value"]):
+        raise ValueError(
+            f"guide: draws its own subsample of plate {plate!r}, not the indices the model passes, so its rows "
+            f"would be paired with other examples; give the autoguide the model's plate: "
+            f"{type(guide).__name__}(model, create_plates=lambda x, idx, *a: pyro.plate({plate!r}, N, subsample=idx))")
 
 
 def _refuse_per_example_guide(guide, x, args, plate, num_data):
@@ -486,4 +516,4 @@ def _refuse_per_example_guide(guide, x, args, plate, num_data):
             f"{x.shape[0]} from {num_data} shuffled examples, so each row of them would be fitted to whichever "
             f"examples land there. Use an amortized guide (an encoder q(z|x)), train on the full batch "
             f"(batch_size={num_data}), or subsample the plate yourself: pyro.plate({plate!r}, {num_data}, "
-            "subsample=idx) with the indices as a second batch item (data=TensorDataset(x, torch.arange(N))).")
+            "subsample=idx) with the indices as a second batch item (data=TensorDataset(x, torch.arange(N))), given to an autoguide as create_plates=.")

@@ -60,18 +60,22 @@ class MaximumLikelihood(Objective):
         return -trace.log_prob_sum() / self.examples(batch)
 
 
-def _all_kl_analytic(model, guide, batch, args=()) -> bool:
+def _kl_not_analytic(model, guide, batch, args=()) -> str | None:
+    """Why the closed-form KL cannot give this program's ELBO; None when it can."""
     guide_trace = poutine.trace(guide).get_trace(batch, *args)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, *args)
+    unguided = [name for name in latent_sites(model_trace) if name not in guide_trace.nodes]
+    if unguided:  # drawn from the prior by replay: Trace_ELBO scores them, as SVI does
+        return f"the model's latent site(s) {unguided} are not in the guide"
     for name in latent_sites(guide_trace):
         site = guide_trace.nodes[name]
         if name not in model_trace.nodes:  # an autoguide's auxiliary site: not mean-field
-            return False
+            return f"the guide's site {name!r} is not in the model"
         try:
             torch.distributions.kl_divergence(site["fn"], model_trace.nodes[name]["fn"])
         except NotImplementedError:
-            return False
-    return True
+            return f"torch has no closed-form KL for site {name!r}"
+    return None
 
 
 def _scaled(value, site):
@@ -138,8 +142,11 @@ class ELBO(Objective):
         check_program_on_batch(model, batch, self.site, self.args)
         super().setup(model, guide, batch)
         analytic = self.analytic_kl
-        if analytic is None:
-            analytic = _all_kl_analytic(model, guide, batch, self.args)
+        if analytic is not False:
+            reason = _kl_not_analytic(model, guide, batch, self.args)
+            if reason is not None and analytic:
+                raise ValueError(f"analytic_kl=True: {reason}; leave analytic_kl=None to estimate the KL by sampling")
+            analytic = reason is None
         cls = AnalyticKLEstimator if analytic else Trace_ELBO
         self.estimator = cls(num_particles=self.num_particles)
         self.uses_analytic_kl = bool(analytic)
@@ -160,8 +167,9 @@ class PyroELBO(Objective):
     ``differentiable_loss`` (Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO)
     return it; the others (TraceGraph_ELBO, RenyiELBO) only offer
     ``loss_and_grads``, which computes the gradients itself, so ``fit`` then
-    skips its own ``backward`` (``backward_inside``). The programs run under
-    ``poutine.scale(1 / N)``, so the loss is per example like :class:`ELBO`'s.
+    skips its own ``backward`` (``backward_inside``). The loss and those
+    gradients are divided by the number of examples afterwards, so the loss
+    is per example like :class:`ELBO`'s and ``RenyiELBO`` trains its own bound.
 
     Example::
 
@@ -185,14 +193,20 @@ class PyroELBO(Objective):
         super().setup(model, guide, batch)
 
     def loss(self, group, batch):
-        scale = 1.0 / self.examples(batch)
-        model, guide = poutine.scale(self.model, scale), poutine.scale(self.guide, scale)
+        # Per example by dividing the ELBO's loss and gradients by the count afterwards, not by running the
+        # programs under poutine.scale(1 / N): RenyiELBO (IWAE at alpha=0) takes a log-mean-exp of the
+        # log-weights, so scaling them inside would train a different bound (at 1/N, about the plain ELBO).
+        count = self.examples(batch)
         with self.scaled():
             if not torch.is_grad_enabled():  # fit's first, checking pass and validation losses
-                return torch.as_tensor(self.elbo.loss(model, guide, batch, *self.args))
+                return torch.as_tensor(self.elbo.loss(self.model, self.guide, batch, *self.args)) / count
             if not self.backward_inside:
-                return self.elbo.differentiable_loss(model, guide, batch, *self.args)
-            return torch.as_tensor(self.elbo.loss_and_grads(model, guide, batch, *self.args))
+                return self.elbo.differentiable_loss(self.model, self.guide, batch, *self.args) / count
+            loss = torch.as_tensor(self.elbo.loss_and_grads(self.model, self.guide, batch, *self.args))
+        with torch.no_grad():
+            for p in {id(p): p for m in self._modules for p in m.parameters() if p.grad is not None}.values():
+                p.grad.div_(count)
+        return loss / count
 
     def __repr__(self):
         return f"PyroELBO({type(self.elbo).__name__})"

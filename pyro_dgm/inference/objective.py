@@ -52,6 +52,7 @@ class Objective:
     args = ()
     num_data = None
     plate = None  # the data plate's name, when minibatches must be scaled by N/B (see DataPlateScale)
+    subsampled = False  # the program subsamples its data plate of size N itself: Pyro counts it N/B times
 
     def setup(self, model, guide, batch):
         self.model, self.guide = model, guide
@@ -96,8 +97,10 @@ class Objective:
         return DataPlateScale(self.plate, self.num_data)
 
     def examples(self, x) -> int:
-        """What a loss is divided by to be per example: N under :meth:`scaled`, else the batch size."""
-        return self.num_data if (self.plate is not None and self.num_data is not None) else x.shape[0]
+        """What a loss is divided by to be per example: N where the batch counts N/B times (under
+        :meth:`scaled`, or in a plate the program subsamples), else the batch size."""
+        whole = self.num_data is not None and (self.plate is not None or self.subsampled)
+        return self.num_data if whole else x.shape[0]
 
     def __repr__(self):
         return f"{type(self).__name__}()"

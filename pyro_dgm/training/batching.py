@@ -41,7 +41,7 @@ class Batches:
     def __init__(self, data, batch_size, shuffle, drop_last, shuffle_seed, device, dtype=torch.float32,
                  rank=0, world=1):
         self.device, self.shuffle, self.drop_last, self.dtype = device, shuffle, drop_last, dtype
-        self.shuffle_seed, self.loader, self.site = shuffle_seed, None, None
+        self.shuffle_seed, self.loader, self.site, self.item = shuffle_seed, None, None, 0
         self.rank, self.world = rank, world
         if isinstance(data, torch.utils.data.DataLoader):
             self.loader, self.dataset = data, None
@@ -104,30 +104,39 @@ class Batches:
             collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
             worker_init_fn=loader.worker_init_fn, persistent_workers=loader.persistent_workers)
 
-    def watch(self, site: dict) -> None:
+    def watch(self, site: dict, item: int = 0) -> None:
         """Check the data against the support of the data site's distribution: a tensor (or a
-        TensorDataset's x) now, in one pass; batches of any other Dataset or a DataLoader as they come
-        (with finite values)."""
+        TensorDataset's items) now, in one pass; batches of any other Dataset or a DataLoader as they come
+        (with finite values). ``item`` is the batch item the site observes: 0 for ``x``, 1 for ``y`` of
+        ``model(x, y)`` with ``obs=y`` (a regression), whose support is the one that holds."""
+        self.item = item
         if isinstance(self.dataset, torch.utils.data.TensorDataset):
-            x = as_training_dtype(self.dataset.tensors[0], self.dtype)
+            tensors = self.dataset.tensors
+            x = as_training_dtype(tensors[0], self.dtype)
             check_finite(x)
+            observed = tensors[item]
+            if item:
+                check_finite(observed, f"data (batch item {item}, observed at site {site['name']!r})")
         elif isinstance(self.dataset, torch.Tensor):
-            x = self.dataset
+            observed = self.dataset
         else:
             self.site = site
             return
-        if site["value"].shape[1:] == x.shape[1:]:
-            check_support(site, x)
+        if site["value"].shape[1:] == observed.shape[1:]:
+            check_support(site, observed)
 
     def _ready(self, batch):
         batch = on_device(batch, self.device)
         x, args = split_batch(batch)
         x = as_training_dtype(x, self.dtype)
         if self.site is not None:  # batches not checked at setup: finite values and support, each batch
-            if bounded_support(self.site):
-                check_support(self.site, x)  # one pass: a NaN lies outside any bounded support
-            else:
+            observed = args[self.item - 1] if self.item else x
+            if self.item:
                 check_finite(x, "data")
+            if bounded_support(self.site):
+                check_support(self.site, observed)  # one pass: a NaN lies outside any bounded support
+            else:
+                check_finite(observed, "data")
         return (x, *args) if args else x
 
     def __len__(self):
@@ -137,11 +146,19 @@ class Batches:
         return full if (self.drop_last or rest == 0) else full + 1
 
     def order(self, epoch):
-        """The one-process order of the examples in ``epoch``."""
-        if not self.shuffle:
+        """The one-process order of the examples in ``epoch``.
+
+        One batch of all the examples keeps their order even with ``shuffle``: its loss is the same sum
+        either way, and a guide with a parameter row per example (an ``AutoNormal`` over a local latent)
+        must meet the same example at that row on every step."""
+        if not self.shuffled:
             return torch.arange(self.n)
         g = torch.Generator().manual_seed(int(self.shuffle_seed) * 100_003 + epoch)
         return torch.randperm(self.n, generator=g)
+
+    @property
+    def shuffled(self) -> bool:
+        return self.shuffle and self.batch_size < self.n
 
     def _padded(self, epoch):
         # DistributedSampler's rule, written out so that world = 1 is exactly the one-process order
@@ -183,7 +200,7 @@ class Batches:
             yield from self._loader_epoch(epoch, skip)
             return
         idx = self.indices(epoch)
-        sliced = isinstance(self.dataset, torch.Tensor) and not self.shuffle and self.world == 1
+        sliced = isinstance(self.dataset, torch.Tensor) and self.world == 1 and not self.shuffled
         for i in range(skip, len(self)):
             lo, hi = i * self.batch_size, (i + 1) * self.batch_size
             # unshuffled, one rank: a view, no copy

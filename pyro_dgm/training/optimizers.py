@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-__all__ = ["check_optimizer", "build_optimizers", "per_group", "unique"]
+__all__ = ["check_optimizer", "check_scheduling", "build_optimizers", "per_group", "unique"]
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop}
@@ -22,16 +22,12 @@ def check_optimizer(optimizer):
     options are used for one optimizer per group, as fit builds them.
     """
     from pyro.optim import PyroOptim
-    from pyro.optim.lr_scheduler import PyroLRScheduler
 
     if isinstance(optimizer, str):
         if optimizer.lower() not in OPTIMIZERS:
             raise ValueError(f"optimizer: unknown name {optimizer!r}; expected one of {sorted(OPTIMIZERS)} "
                              "or a torch.optim class")
         return OPTIMIZERS[optimizer.lower()]
-    if isinstance(optimizer, PyroLRScheduler):
-        raise ValueError("optimizer: a pyro.optim learning-rate scheduler is not an optimizer here; pass "
-                         "optimizer=<torch or pyro.optim optimizer> and scheduler=lambda opt: <torch scheduler>")
     if isinstance(optimizer, PyroOptim):
         options = optimizer.pt_optim_args
         if callable(options):
@@ -47,6 +43,38 @@ def check_optimizer(optimizer):
         raise ValueError(f"optimizer: expected a name, a torch.optim class, a pyro.optim optimizer or a "
                          f"callable (params, lr, **kw) -> Optimizer; got {type(optimizer).__name__}")
     return optimizer
+
+
+def check_scheduling(optimizer, scheduler):
+    """``(optimizer, scheduler)`` as fit builds them per group, from what was passed as ``optimizer=``
+    and ``scheduler=``; a ValueError for a bad scheduler.
+
+    ``optimizer=`` may be one of Pyro's schedulers, as ``SVI`` takes it
+    (``pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args":
+    {"lr": 1e-2}, "gamma": 0.9})``): its torch optimizer and options, and its
+    torch scheduler with the remaining options, stepped as ``scheduler_every``
+    says (every epoch by default, where an SVI loop calls ``scheduler.step()``).
+    """
+    from pyro.optim.lr_scheduler import PyroLRScheduler
+
+    if isinstance(scheduler, PyroLRScheduler):
+        raise ValueError("scheduler: a pyro.optim scheduler brings its own optimizer; pass it as optimizer= (as "
+                         "SVI takes it), or give scheduler=lambda opt: <a torch.optim.lr_scheduler on opt>")
+    if scheduler is not None and not callable(scheduler) and not isinstance(scheduler, dict):
+        raise ValueError(f"scheduler: expected a callable optimizer -> LRScheduler (or a dict of them by parameter "
+                         f"group), got {type(scheduler).__name__}")
+    if isinstance(optimizer, PyroLRScheduler):
+        if scheduler is not None:
+            raise ValueError("scheduler: optimizer= is a pyro.optim scheduler, which has its own; give one of them")
+        scheduler = functools.partial(_from_pyro_scheduler, optimizer.pt_scheduler_constructor,
+                                      dict(optimizer.kwargs))
+        optimizer = functools.partial(_from_pyro_optim, optimizer.pt_optim_constructor,
+                                      dict(optimizer.pt_optim_args))
+    return check_optimizer(optimizer), scheduler
+
+
+def _from_pyro_scheduler(constructor, options, optimizer):
+    return constructor(optimizer, **options)
 
 
 def _from_pyro_optim(constructor, options, params, lr=None, **kwargs):
