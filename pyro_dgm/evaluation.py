@@ -14,7 +14,7 @@ from pyro import poutine
 
 from .runtime import batches_of, eval_mode, repeat_rows, validation
 from .checks import count, expected_event_shape
-from .training.distributed import OneProcess, of_the_group, scored_in_turn, shared_seed
+from .training.distributed import OneProcess, of_the_group, rank_device, scored_in_turn, shared_seed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, observed_item,
                        per_example_log_prob, resolve_site, sample_sites, split_batch, trace_program)
 
@@ -307,9 +307,16 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
       ``theta_k ~ q(theta)`` (local latents, if any, importance-weighted with
       the same draw), the guide standing for the posterior of theta.
 
+    A latent the guide leaves out is drawn from its prior (its p/q is 1); one
+    marked for enumeration (``config_enumerate``, as TraceEnum_ELBO trains
+    it) is summed out exactly.
+
     ``num_levels=L`` (data dequantized from L levels into [0, 1)) adds
     ``bits_per_dim_discrete``, the bits per dimension of the discrete data.
-    Batches that are tuples ``(x, y, ...)`` call ``model(x, y, ...)``.
+    Batches that are tuples ``(x, y, ...)`` call ``model(x, y, ...)``; where
+    the data site observes ``y`` (a regression), bits are per dimension of y.
+    ``device``: where the data goes ("cpu", "cuda", "cuda:N", "auto" as in
+    :func:`pyro_dgm.fit`; default: the model's device).
 
     This is the one way to score any model; it dispatches on the
     distribution at the data site:
@@ -359,7 +366,7 @@ def evaluate(model, data, guide=None, num_particles: int = 1, *, batch_size: int
         count("num_levels", num_levels, 2)
     if isinstance(data, torch.Tensor) and data.shape[0] == 0:
         raise ValueError("data: is empty; expected at least one example")
-    dev = torch.device(device) if device is not None else device_of(model)
+    dev = rank_device(device) if device is not None else device_of(model)
     ranks = of_the_group(dev) if all_ranks else OneProcess()
     with shared_seed(ranks, seed, dev) as seed:
         if seed is not None:

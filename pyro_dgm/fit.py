@@ -373,14 +373,23 @@ def fit(
         progress_at = restore(run, resume_path, ranks, dev)
     else:
         progress_at = Progress({g: [] for g in run.optimizers})
-    per_epoch = len(run.batches)
-    total = steps if epochs is None else (epochs * per_epoch if steps is None else min(steps, epochs * per_epoch))
+    total = _last_step(epochs, steps, len(run.batches), progress_at)
     show = (sys.stderr.isatty() if progress is None else progress) and ranks.is_main
     _train(run, progress_at, total, clip_grad=clip_grad, precision=precision, scheduler_every=scheduler_every,
            checkpoint_every=checkpoint_every, show=show, compile_with=compile_with,
            programs=modules_of(model, guide))
     return FitResult(progress_at.losses, progress_at.terms, run.modules, run.objective, progress_at.step,
                      progress_at.epoch, dev, ckpt_path, run.optimizers)
+
+
+def _last_step(epochs, steps, per_epoch, at: Progress) -> int:
+    """The step count at which training ends: ``steps`` batches in all, or the end of epoch ``epochs`` at
+    this batch size. Counted from where ``at`` stands, so that a run resumed with another batch size (whose
+    steps so far were of the old size) trains the epochs left, not the steps left."""
+    if epochs is None:
+        return steps
+    by_epochs = at.step + (epochs - at.epoch) * per_epoch - at.skip
+    return by_epochs if steps is None else min(steps, by_epochs)
 
 
 def _checkpoint_paths(checkpoint, resume, ranks):

@@ -931,3 +931,11 @@ def test_an_enumerated_assignment_is_summed_out_in_evaluate_and_to_arviz():
     torch.testing.assert_close(torch.as_tensor(held_out).float(), exact)
     idata = pyro_dgm.to_arviz(_mixture, guide, data, num_samples=3, num_particles=2, seed=0)
     torch.testing.assert_close(torch.as_tensor(idata.log_likelihood["obs"].values).float(), exact.expand(1, 3, 5))
+
+
+def test_evaluate_takes_device_auto_as_fit_does():
+    made = pyro_dgm.models.MADE(8, hidden=(16,))
+    x = torch.bernoulli(torch.rand(10, 8))
+    assert pyro_dgm.evaluate(made.model, x, device="auto")["nll"] == pyro_dgm.evaluate(made.model, x)["nll"]
+    with pytest.raises(ValueError, match="device: unknown device 'gpu0'"):
+        pyro_dgm.evaluate(made.model, x, device="gpu0")

@@ -208,6 +208,20 @@ def test_resume_with_other_settings_says_what_differs_and_what_is_used(x, tmp_pa
                      progress=False)
 
 
+@pytest.mark.parametrize("first, then", [(64, 16), (16, 128)])
+def test_a_resume_with_another_batch_size_trains_the_epochs_left(first, then, tmp_path):
+    """2 epochs at one batch size, then epochs=4 at another: 2 more epochs at the new size (before: the
+    steps so far, of the old size, were compared with 4 epochs of the new: 5 epochs, or none at all)."""
+    x = torch.bernoulli(torch.rand(256, 8))
+    path = tmp_path / "ck.pt"
+    vae = small_vae()
+    pyro_dgm.fit(vae.model, vae.guide, x, epochs=2, batch_size=first, checkpoint=path, seed=0, progress=False)
+    with pytest.warns(UserWarning, match="batch_size"):
+        r = pyro_dgm.fit(vae.model, vae.guide, x, epochs=4, batch_size=then, checkpoint=path, resume=True, seed=0,
+                         progress=False)
+    assert (r.epochs, r.steps) == (4, 2 * 256 // first + 2 * 256 // then)
+
+
 def test_a_concurrent_fit_is_refused(x):
     started, release = threading.Event(), threading.Event()
 

@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_map
 
 from .devices import resolve_device
 
-__all__ = ["join", "of_the_group", "OneProcess", "Ranks", "shared_seed", "seed_batch", "in_batch_order",
+__all__ = ["join", "rank_device", "of_the_group", "OneProcess", "Ranks", "shared_seed", "seed_batch", "in_batch_order",
            "failing_together", "scored_in_turn"]
 
 
@@ -125,14 +125,21 @@ def _world_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank_device(device) -> torch.device:
+    """``device`` parsed and checked (:func:`~.devices.resolve_device`); under torchrun, this rank's own."""
+    if _world_from_env() <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return resolve_device(device)
+    return resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")),
+                          int(os.environ.get("LOCAL_WORLD_SIZE", _world_from_env())))
+
+
 def join(device):
     """``(ranks, device)`` for this process: under ``torchrun`` (``WORLD_SIZE`` > 1) or inside an
     initialised process group, join it (NCCL on CUDA, gloo on the CPU) and train on this rank's
     own device, ``cuda:LOCAL_RANK`` for ``"auto"`` or ``"cuda"``; else one process."""
     if not dist.is_available() or (not dist.is_initialized() and _world_from_env() <= 1):
         return OneProcess(), resolve_device(device)
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")),
-                         int(os.environ.get("LOCAL_WORLD_SIZE", _world_from_env())))
+    dev = rank_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")  # torchrun's env:// settings
         atexit.register(_leave)
