@@ -97,6 +97,19 @@ def _same_data(value, x) -> bool:
     return bool(torch.equal(value.reshape(-1).to(x.dtype), x.reshape(-1)))
 
 
+def _refuse_subsampling_the_batch(trace, observed, x):
+    # pyro.plate("data", len(data), subsample_size=B) with obs=data[ind] (Pyro's SVI tutorial, part II): the
+    # program draws its own minibatch of the batch it is given, which fit and evaluate already batch.
+    for name in observed:
+        for f in trace.nodes[name]["cond_indep_stack"]:
+            if f.vectorized and f.full_size == x.shape[0] and f.size < f.full_size:
+                raise ValueError(
+                    f"model: site {name!r} is in pyro.plate({f.name!r}, {f.full_size}, subsample_size={f.size}), "
+                    f"which draws its own {f.size} of the {f.full_size} examples it is given; here the data "
+                    f"are batched for it: write pyro.plate({f.name!r}, len(x)) with obs=x and pass "
+                    f"batch_size={f.size} (global latents then count the batch N/B times, as Pyro's subsampling)")
+
+
 def observed_item(site: dict, x, args=()) -> int:
     """Which batch item the data site observes: 0 for ``x``, ``1 + j`` for ``args[j]`` (``obs=y``); 0 if none."""
     if _same_data(site["value"], x):
@@ -114,6 +127,7 @@ def resolve_site(trace: poutine.Trace, x: torch.Tensor, site: str | None = None,
     writes it). Several or none: a ValueError that names the candidates.
     """
     observed = observed_sites(trace)
+    _refuse_subsampling_the_batch(trace, observed, x)
     if site is not None:
         data_site(trace, site)
         if site not in observed:

@@ -939,3 +939,23 @@ def test_evaluate_takes_device_auto_as_fit_does():
     assert pyro_dgm.evaluate(made.model, x, device="auto")["nll"] == pyro_dgm.evaluate(made.model, x)["nll"]
     with pytest.raises(ValueError, match="device: unknown device 'gpu0'"):
         pyro_dgm.evaluate(made.model, x, device="gpu0")
+
+
+def test_a_program_drawing_its_own_subsample_size_is_refused_with_the_rewrite():
+    """SVI tutorial part II's pyro.plate("data", len(data), subsample_size=10) with obs=data[ind]: before,
+    "no sample site observes the data", or with site="obs" a shape mismatch that said nothing of subsampling."""
+    data = torch.randn(100) + 3
+
+    def model(data):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(data), subsample_size=10) as ind:
+            pyro.sample("obs", dist.Normal(mu, 1.0), obs=data[ind])
+
+    def guide(data):
+        pyro.sample("mu", dist.Normal(pyro.param("loc", torch.tensor(0.0)), 1.0))
+
+    for site in (None, "obs"):
+        with pytest.raises(ValueError, match=r"subsample_size=10.*pyro.plate\('data', len\(x\)\).*batch_size=10"):
+            pyro_dgm.fit(model, guide, data, steps=1, batch_size=100, site=site, progress=False)
+    with pytest.raises(ValueError, match="subsample_size=10"):
+        pyro_dgm.evaluate(model, data, guide=guide)
