@@ -530,4 +530,5 @@ def _refuse_per_example_guide(guide, x, args, plate, num_data):
             f"{x.shape[0]} from {num_data} shuffled examples, so each row of them would be fitted to whichever "
             f"examples land there. Use an amortized guide (an encoder q(z|x)), train on the full batch "
             f"(batch_size={num_data}), or subsample the plate yourself: pyro.plate({plate!r}, {num_data}, "
-            "subsample=idx) with the indices as a second batch item (data=TensorDataset(x, torch.arange(N))), given to an autoguide as create_plates=.")
+            "subsample=idx) with the indices as a second batch item (data=TensorDataset(x, torch.arange(N))), "
+            "given to an autoguide as create_plates=.")
