@@ -149,6 +149,60 @@ def compare_families(x, x_test):
     return (f"\n{table[cols].round(2).to_string()}\n{'':44} evaluate: vae {nll_vae:.2f}, made {nll_made:.2f} nats")
 
 
+def mixture():
+    """Pyro's GMM tutorial: TraceEnum_ELBO in training, the assignment summed out in evaluate too."""
+    from pyro import poutine
+
+    torch.manual_seed(0)
+    data = torch.cat([torch.randn(100) * 0.8, 6 + torch.randn(100) * 0.8])
+    names = ["weights", "scale", "locs"]
+    guide = autoguide.AutoDelta(poutine.block(T_._mixture, expose=names),
+                                init_loc_fn=lambda site: {"locs": torch.tensor([1.0, 5.0])}.get(
+                                    site["name"], autoguide.initialization.init_to_sample(site)))
+    pyro_dgm.fit(T_._mixture, guide, data, objective=pyro.infer.TraceEnum_ELBO(max_plate_nesting=1), epochs=300,
+                 batch_size=200, lr=0.05, seed=0, progress=False)
+    fitted = guide.median(data)
+    density = dist.Normal(fitted["locs"], fitted["scale"]).log_prob(data[:, None]) + fitted["weights"].log()
+    exact = -torch.logsumexp(density, -1).mean().item()
+    nll = pyro_dgm.evaluate(T_._mixture, data, guide=guide)["nll"]
+    locs = ", ".join(f"{v:.2f}" for v in fitted["locs"].sort().values.tolist())
+    return f"locs {locs} (true 0, 6), evaluate NLL {nll:.4f} vs the fitted mixture's {exact:.4f}"
+
+
+def regression():
+    """A logistic regression model(x, y) with obs=y: fit, then ArviZ's PSIS-LOO on to_arviz."""
+    import arviz as az
+
+    torch.manual_seed(0)
+    x = torch.randn(200)
+    y = torch.bernoulli(torch.sigmoid(2 * x))
+    guide = autoguide.AutoNormal(T_._logistic_regression)
+    pyro_dgm.fit(T_._logistic_regression, guide, (x, y), epochs=30, batch_size=50, lr=0.05, seed=0,
+                 progress=False)
+    loo = az.loo(pyro_dgm.to_arviz(T_._logistic_regression, guide, (x, y), num_samples=200, seed=0))
+    w = pyro.param("AutoNormal.locs.w").item()
+    return f"w {w:.2f} (true 2), PSIS-LOO elpd {float(loo['elpd_loo']):.2f} (se {float(loo['se']):.2f})"
+
+
+def renyi_iwae():
+    """RenyiELBO(alpha=0, K) is the IWAE bound: fit's loss is it, per example."""
+    x = torch.randn(100) * 2 ** 0.5
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("obs", dist.Normal(pyro.sample("z", dist.Normal(0.0, 1.0)), 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(pyro.param("a", torch.tensor(0.0)) * x, 1.0))
+
+    r = pyro_dgm.fit(model, guide, x, objective=pyro.infer.RenyiELBO(alpha=0.0, num_particles=300), steps=1,
+                     lr=1e-9, batch_size=100, progress=False)
+    exact = -dist.Normal(0.0, 2 ** 0.5).log_prob(x).mean().item()
+    elbo = pyro.infer.Trace_ELBO(num_particles=300).loss(model, guide, x) / len(x)
+    return f"loss {r.losses['model'][0]:.3f} vs the exact NLL {exact:.3f} (the negative ELBO: {elbo:.3f})"
+
+
 def main():
     torch.set_num_threads(1)
     x, x_test = load_digits("train"), load_digits("test")
@@ -162,6 +216,9 @@ def main():
     row("coin example ('obs', pyro.param), batch 10", coin)
     row("Gaussian mean, N=1000, batch 10", gaussian_mean)
     row("Pyro ELBO and optim objects", lambda: pyro_objects(x))
+    row("Gaussian mixture, config_enumerate", mixture)
+    row("logistic regression model(x, y), obs=y", regression)
+    row("RenyiELBO(alpha=0): the IWAE bound", renyi_iwae)
     row("pyro_dgm.compare: VAE vs MADE", lambda: compare_families(x, x_test))
 
 
