@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -98,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     s = command("sample", help="draw samples from a trained run")
     _run_folder(s)
     s.add_argument("--num", type=int, default=64, help="number of samples (the figure shows up to 100)")
-    s.add_argument("--out", default=None, help="PNG path (default RUN/samples.png; the tensor beside it, .pt)")
+    s.add_argument("--out", default=None, help="figure path, its format from the suffix (.png, .pdf, .svg, .jpg, "
+                                               "...; default RUN/samples.png); the tensor beside it, .pt")
     s.add_argument("--seed", type=int, default=0, help="seeds Pyro, torch, NumPy and Python")
 
     e = command("evaluate", help="test NLL (nats, bits/dim) of a trained run")
@@ -106,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("train", "val", "test"), help="data split to score")
     e.add_argument("--num-particles", type=int, default=100, help="IWAE samples for latent-variable models")
     e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    e.add_argument("--data-dir", default=None, help="folder with the data set's files (default: the one the run "
+                                                    "was trained with)")
 
     command("list", help="registered models and data sets")
     return p
@@ -211,6 +216,11 @@ def _recorded_build_options(spec, options: dict) -> dict:
 def _from_json(value):
     """JSON turns tuples into lists; the builders take tuples (hidden=(128, 128))."""
     return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
+
+
+def _absolute_dir(data_dir):
+    """``--data-dir`` as an absolute path, ``~`` expanded (recorded so, a run evaluates from any folder)."""
+    return None if data_dir is None else str(Path(data_dir).expanduser().resolve())
 
 
 def _digits_labels(split, seed, data_dir=None):
@@ -376,25 +386,48 @@ def _registered_specs(meta: dict, run_dir: Path):
     return spec, dspec
 
 
-def _build_with_weights(spec, dspec, meta: dict, weights: bytes, run_dir: Path):
-    """The module a run.json describes, holding the weights of its model.pt."""
+def _build(spec, dspec, meta: dict, given: dict, run_dir: Path):
+    """The module of a run.json's model, built with the options ``given``."""
     shape = tuple(meta["event_shape"])
-    # Runs before build_options hold the given options only; options added since then take their old value.
-    given = {**spec.options_added, **meta.get("build_options", {}), **meta.get("model_options", {})}
     options = {k: _from_json(v) for k, v in given.items()}
     try:
-        module = spec.build(shape, dspec.kind, **_split_options(spec, options)[0])
+        return spec.build(shape, dspec.kind, **_split_options(spec, options)[0])
     except Exception as err:  # a model's constructor may refuse a shape in its own way
         raise UsageError(f"--run: {str(run_dir / RUN_FILE)!r}: cannot build model {meta['model']!r} "
                          f"for event_shape {list(shape)} ({_brief(err)})") from err
+
+
+def _build_with_weights(spec, dspec, meta: dict, weights: bytes, run_dir: Path):
+    """The module a run.json describes, holding the weights of its model.pt."""
+    # Runs before build_options hold the given options only; options added since then take their old value.
+    given = {**spec.options_added, **meta.get("model_options", {})}
+    recorded = {**spec.options_added, **meta.get("build_options", {}), **meta.get("model_options", {})}
+    module = _build(spec, dspec, meta, recorded, run_dir)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
-        module.load_state_dict(state)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            module = _built_without_recorded_defaults(spec, dspec, meta, given, state, run_dir, err)
     except Exception as err:  # torch raises several types for a torn or foreign file
         raise UsageError(f"--run: {str(run_dir / WEIGHTS_FILE)!r} does not hold the weights of a "
                          f"{meta['model']!r} model ({_brief(err)})") from err
+    return module
+
+
+def _built_without_recorded_defaults(spec, dspec, meta, given, state, run_dir, err):
+    """The module built from the given options only, if it takes ``state``; else ``err`` is raised.
+
+    Runs of release 0.1.0 recorded in build_options a class default that their builder overrode (the
+    Bernoulli output of an autoregressive model trained on real values, which was a Gaussian mixture).
+    """
+    module = _build(spec, dspec, meta, given, run_dir)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError:
+        raise err from None
     return module
 
 
@@ -497,13 +530,18 @@ def check_train_folder(out: Path, resume: bool, overwrite: bool) -> None:
                          "pass --resume to continue it or --overwrite to train afresh over it")
 
 
+#: How the figures `pyro-dgm sample` writes begin, by suffix (only these may be replaced inside a run folder).
+FIGURE_SIGNATURES = {".png": (PNG_SIGNATURE,), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
+                     ".pdf": (b"%PDF",), ".svg": (b"<?xml", b"<svg"), ".eps": (b"%!PS",), ".ps": (b"%!PS",)}
+
+
 def _is_sample_output(path: Path) -> bool:
-    """True for what `pyro-dgm sample` writes: a PNG figure, or a .pt file holding one tensor."""
+    """True for what `pyro-dgm sample` writes: a figure (PNG, JPEG, PDF, SVG, PS), or a .pt file holding a tensor."""
     try:
         if path.suffix == ".pt":
             return isinstance(torch.load(path, map_location="cpu", weights_only=True), torch.Tensor)
         with open(path, "rb") as f:
-            return f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+            return f.read(8).startswith(FIGURE_SIGNATURES.get(path.suffix.lower(), (PNG_SIGNATURE,)))
     except Exception:  # unreadable, or a .pt that is not a plain tensor: not ours to replace
         return False
 
@@ -523,6 +561,8 @@ def check_sample_paths(png: Path) -> tuple:
     if png.suffix == ".pt":
         raise UsageError(f"--out: {str(png)!r} should be an image path such as samples.png; "
                          "the tensor is written beside it with the suffix .pt")
+    from . import plots
+
     tensor = png.with_suffix(".pt")
     for target in (png, tensor):
         real = target.resolve()
@@ -531,6 +571,10 @@ def check_sample_paths(png: Path) -> tuple:
         if real.name in RUN_FILES or (_holds_run(real.parent) and not _is_sample_output(real)):
             raise UsageError(f"--out: writing samples to {str(target)!r} would replace a file of the run "
                              f"in {str(target.parent)!r}; choose another --out")
+    try:
+        plots.figure_format(png)
+    except ValueError as err:
+        raise UsageError(f"--out: {str(err).removeprefix('path: ')}") from None
     return png, tensor
 
 
@@ -555,13 +599,16 @@ def _stage(text):
         print(f"pyro-dgm: {text}", file=sys.stderr, flush=True)
 
 
-def save_samples(x, path, kind):
+def save_samples(x, path, dspec, columns=None):
+    """The figure of samples: a scatter of points, else a grid of up to 100 images laid out in the data set's
+    image shape (flat examples included), ``columns`` per row if given."""
     from . import plots
 
-    if kind == "points":
+    if dspec.kind == "points":
         fig = plots.scatter_2d(x, path=path)
     else:
-        fig = plots.sample_grid(x[:100], nrow=10, path=path)
+        shape = dspec.image_shape if dspec.image_shape and math.prod(dspec.image_shape) == x[0].numel() else None
+        fig = plots.sample_grid(x[:100], nrow=10, path=path, image_shape=shape, columns=columns)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -628,6 +675,7 @@ def cmd_train(args):
     check_train_folder(out, args.resume, args.overwrite)
     if args.resume:
         options = _resumed_options(out, options, given=bool(args.model_option))
+    args.data_dir = _absolute_dir(args.data_dir)
     pyro.set_rng_seed(args.seed)  # before the model is built: its initial weights are part of the run
     spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed, options)
     y = labels_for(spec, dspec, "train", args.seed, args.data_dir)
@@ -643,10 +691,11 @@ def cmd_train(args):
     callbacks = [RunIdentity(model=args.model, data=args.data, seed=args.seed, ema=args.ema)]
     if args.ema is not None:
         callbacks.append(WeightAverage(module, decay=args.ema))
-    result = fit(model, guide, data, objective=_objective(spec, module, dspec.kind, options), device=args.device,
-                 seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
-                 resume=args.resume, progress=False if args.no_progress else None, compile=args.compile,
-                 callbacks=callbacks, **kwargs)
+    with _resume_hint(out):
+        result = fit(model, guide, data, objective=_objective(spec, module, dspec.kind, options), device=args.device,
+                     seed=args.seed, checkpoint=out / CKPT_FILE, checkpoint_every=args.checkpoint_every,
+                     resume=args.resume, progress=False if args.no_progress else None, compile=args.compile,
+                     callbacks=callbacks, **kwargs)
     seconds = time.perf_counter() - t0
     if not _speaks():  # under torchrun rank 0 writes the run and speaks for all
         return 0
@@ -659,6 +708,18 @@ def cmd_train(args):
           f"{_final_losses(result)}, {seconds:.1f} s")
     print(f"run folder: {out}  (checkpoint {out / CKPT_FILE}, weights {out / WEIGHTS_FILE})")
     return 0
+
+
+@contextlib.contextmanager
+def _resume_hint(out: Path):
+    """A fit stopped by SIGINT or SIGTERM (its message names fit's resume=True) also says how the CLI continues."""
+    from .safety import FitInterrupted
+
+    try:
+        yield
+    except FitInterrupted:
+        _stage(f"interrupted: the same command with --resume continues from {out / CKPT_FILE}")
+        raise
 
 
 def _final_losses(result) -> str:
@@ -678,15 +739,16 @@ def cmd_sample(args):
         return 0
     pyro.set_rng_seed(args.seed)
     _stage(f"drawing {args.num} samples from {meta['model']}")
-    y = None  # a class-conditional model draws the classes in turn: a grid row of 10 shows each digit
+    y = columns = None  # a class-conditional model draws the classes in turn: each grid row shows each class
     if spec.conditional:
-        y = torch.arange(args.num) % _num_classes(spec, meta.get("model_options", {}))
+        columns = _num_classes(spec, meta.get("model_options", {}))
+        y = torch.arange(args.num) % columns
     with torch.no_grad():
         x = draw(module, args.num, y)
     _stage(f"writing {path} and {tensor.name}")
     # Each file whole or not at all; the tensor (the draws themselves) first, then its picture.
     write_atomic(tensor, lambda f: torch.save(x, f), "samples")
-    save_samples(x, path, dspec.kind)
+    save_samples(x, path, dspec, columns)
     print(f"{args.num} samples of {meta['model']}: {path} (tensor {tensor})")
     return 0
 
@@ -698,14 +760,14 @@ NUM_LEVELS = {"digits-continuous": 17, "cifar10": 256}
 def cmd_evaluate(args):
     _positive("num-particles", args.num_particles)
     meta, spec, dspec, module = load_run(args.run)
-    image = bool(spec.fit_defaults.get("image", False))
-    x = dspec.load(args.split, meta["seed"], meta.get("data_dir"), image=image)
-    y = labels_for(spec, dspec, args.split, meta["seed"], meta.get("data_dir"))
+    image, data_dir = bool(spec.fit_defaults.get("image", False)), _absolute_dir(args.data_dir or meta.get("data_dir"))
+    x = dspec.load(args.split, meta["seed"], data_dir, image=image)
+    y = labels_for(spec, dspec, args.split, meta["seed"], data_dir)
     where = f"{meta['model']} on {meta['data']} ({args.split}, {x.shape[0]} examples)"
     _stage(f"scoring {where}")
     if spec.family == "gan":  # sampling is local: rank 0 alone scores and prints
         if _speaks():
-            print(f"{where}: {_sample_quality(module, x, dspec.kind, y)} (a GAN has no likelihood)")
+            print(f"{where}: {_sample_quality(module, x, dspec, y)} (a GAN has no likelihood)")
         return 0
     res, how = _likelihood(spec, dspec, module, x if y is None else (x, y), args)  # under torchrun, shared
     if not _speaks():
@@ -736,17 +798,38 @@ def _likelihood(spec, dspec, module, data, args):
     return res, res["method"]
 
 
-def _sample_quality(module, x, kind, y=None):
-    """Sample quality against ``x``; a class-conditional generator draws with the data's labels ``y``."""
+#: The data sets the shipped digits classifier scores (its Frechet distance, precision and recall).
+CLASSIFIER_DATA = ("digits", "digits-continuous")
+MMD_EXAMPLES = 1000  # MMD^2 on images compares this many samples with as many test images (its cost is quadratic)
+
+
+def _sample_quality(module, x, dspec, y=None):
+    """Sample quality against ``x``; a class-conditional generator draws with the data's labels ``y``.
+
+    The classifier's scores on the digits; MMD^2 elsewhere (in pixel space for images other than digits)."""
     from . import metrics
 
+    images = dspec.kind != "points"
+    if images and dspec.name not in CLASSIFIER_DATA:
+        x, y = x[:MMD_EXAMPLES], None if y is None else y[:MMD_EXAMPLES]
     pyro.set_rng_seed(0)
     with torch.no_grad():
         samples = draw(module, x.shape[0], y)
-    if kind == "points":
+    if not images:
         return f"MMD^2 {metrics.mmd2(samples, x):.4f} between {x.shape[0]} samples and the data"
+    if dspec.name not in CLASSIFIER_DATA:
+        return _pixel_mmd(samples, x)
     q = metrics.digits_quality(samples.reshape(x.shape[0], -1), x.reshape(x.shape[0], -1))
     return f"classifier Frechet distance {q['frechet']:.3f}, precision {q['precision']:.3f}, recall {q['recall']:.3f}"
+
+
+def _pixel_mmd(samples, x) -> str:
+    """MMD^2 between images, its kernel widths sqrt(D / 64) times those for the 8x8 digits (distances grow so)."""
+    from . import metrics
+
+    widths = [b * math.sqrt(x[0].numel() / 64) for b in metrics.DEFAULT_BANDWIDTHS]
+    return (f"MMD^2 {metrics.mmd2(samples, x, bandwidths=widths):.4f} between {x.shape[0]} samples and the data, "
+            "in pixel space (the classifier's Frechet distance, precision and recall are for the digits only)")
 
 
 def cmd_demo(args):

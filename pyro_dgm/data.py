@@ -9,10 +9,13 @@ Digits split (``seed`` permutes the 1,797 images, then): the first 1,257 are
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import math
 import pickle
 import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -194,15 +197,63 @@ _MNIST_FILES = {
 }
 
 
+MNIST_SIDE = 28
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The content of ``path``, decompressed if it is gzipped (told by its first bytes, whatever its name)."""
+    data = path.read_bytes()
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"data_dir: {str(path)!r} is a truncated or corrupt gzip file ({err})") from None
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"data_dir: {str(path)!r} is not an IDX file of unsigned bytes")
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    """The uint8 array of an IDX file; ValueError naming the file and what is wrong (magic, header, length)."""
+    data = _file_bytes(path)
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"data_dir: {str(path)!r} is not an IDX file of unsigned bytes: its header magic is "
+                         f"{data[:4].hex() or 'missing (empty file)'}, expected 0000080N (N dimensions)")
+    ndim = data[3]
+    start = 4 + 4 * ndim
+    if len(data) < start:
+        raise ValueError(f"data_dir: {str(path)!r} is truncated: {len(data)} bytes, less than its {start}-byte header")
+    shape = struct.unpack(f">{ndim}I", data[4:start])
+    if len(data) != start + math.prod(shape):
+        raise ValueError(f"data_dir: {str(path)!r} has {len(data) - start} bytes of data, but its header's shape "
+                         f"{' x '.join(map(str, shape))} needs {math.prod(shape)}: the file is truncated or damaged")
+    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(shape)
+
+
+def _mnist_images(images: np.ndarray, path: Path) -> np.ndarray:
+    """``images`` if they are N x 28 x 28; else a ValueError naming the file (a labels file, other images)."""
+    if images.ndim != 3 or images.shape[1:] != (MNIST_SIDE, MNIST_SIDE):
+        raise ValueError(f"data_dir: {str(path)!r} holds an array of shape {' x '.join(map(str, images.shape))}; "
+                         f"MNIST images are N x {MNIST_SIDE} x {MNIST_SIDE}")
+    return images
+
+
+def _unit_interval(images: np.ndarray) -> np.ndarray:
+    """Pixels in [0, 1]: bytes / 255; floats already in [0, 1] (an .npz written by another loader) as they are."""
+    if np.issubdtype(images.dtype, np.floating) and images.size and 0.0 <= images.min() and images.max() <= 1.0:
+        return images.astype(np.float32)
+    return images.astype(np.float32) / 255.0
+
+
+def _read_npz(npz: Path, key: str) -> np.ndarray:
+    try:
+        with np.load(npz) as f:
+            keys = sorted(f.files)
+            images = f[key] if key in keys else None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"data_dir: {str(npz)!r} is not a readable .npz file ({err})") from None
+    if images is None:
+        raise ValueError(f"data_dir: {str(npz)!r} has no array {key!r} (keys: {keys})")
+    return images
 
 
 def _find_mnist(data_dir: Path, split: str, fashion: bool) -> np.ndarray:
@@ -210,14 +261,10 @@ def _find_mnist(data_dir: Path, split: str, fashion: bool) -> np.ndarray:
     candidates = [data_dir / stem, data_dir / f"{stem}.gz", data_dir / stem.replace("-idx3", ".idx3")]
     for c in candidates:
         if c.is_file():
-            return _read_idx(c)
+            return _mnist_images(_read_idx(c), c)
     npz = data_dir / ("fashion-mnist.npz" if fashion else "mnist.npz")
     if npz.is_file():
-        with np.load(npz) as f:
-            key = "x_train" if split == "train" else "x_test"
-            if key not in f:
-                raise ValueError(f"data_dir: {str(npz)!r} has no array {key!r} (keys: {sorted(f.files)})")
-            return f[key]
+        return _mnist_images(_read_npz(npz, "x_train" if split == "train" else "x_test"), npz)
     looked = ", ".join(str(c) for c in candidates + [npz])
     raise ValueError(
         f"data_dir: no {'Fashion-MNIST' if fashion else 'MNIST'} {split} images found; looked for {looked}. "
@@ -275,7 +322,7 @@ def load_mnist(data_dir, split: str = "train", binarize: str | None = "static", 
     """MNIST or Fashion-MNIST from files the user already has.
 
     Args:
-        data_dir: folder with ``train-images-idx3-ubyte[.gz]`` and
+        data_dir: folder (``~`` expanded) with ``train-images-idx3-ubyte[.gz]`` and
             ``t10k-images-idx3-ubyte[.gz]``, or ``mnist.npz`` / ``fashion-mnist.npz``.
         split: "train" or "test".
         binarize: "static" (one Bernoulli draw per pixel, fixed by ``seed``),
@@ -288,8 +335,8 @@ def load_mnist(data_dir, split: str = "train", binarize: str | None = "static", 
         raise ValueError(f"binarize: expected 'static', 'dynamic' or None, got {binarize!r}")
     if data_dir is None:
         raise ValueError("data_dir: MNIST is read from local files; pass the folder that holds them")
-    raw = _find_mnist(Path(data_dir), split, fashion)
-    x = torch.as_tensor(raw.astype(np.float32) / 255.0)
+    raw = _find_mnist(Path(data_dir).expanduser(), split, fashion)
+    x = torch.as_tensor(_unit_interval(raw))
     x = x.reshape(x.shape[0], -1) if flatten else x.reshape(x.shape[0], 1, 28, 28)
     if binarize == "static":
         g = torch.Generator().manual_seed(int(seed))
@@ -308,7 +355,7 @@ _CIFAR_KINDS = ("continuous", "grey", "levels", "binary")
 
 
 def _numpy_rebuilders() -> dict:
-    """The only globals a pickled CIFAR-10 dict needs: numpy's array and dtype rebuilders.
+    """The only globals a pickled CIFAR-10 dict needs: numpy's array and dtype rebuilders (and ``_codecs.encode``).
 
     Files written by Python 2 name ``numpy.core.multiarray``; numpy 2 writes
     ``numpy._core``. The functions are taken from numpy's own ``__reduce_ex__``
@@ -316,7 +363,8 @@ def _numpy_rebuilders() -> dict:
     """
     reconstruct = np.zeros(1).__reduce_ex__(2)[0]
     frombuffer = np.zeros(1).__reduce_ex__(5)[0]
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    # Python 3 writes bytes at protocol 2 as _codecs.encode(str, "latin1"): it builds bytes from a str, nothing else
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): codecs.encode}
     for core in ("numpy.core", "numpy._core"):
         allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
@@ -382,7 +430,7 @@ def _read_cifar(data_dir, split):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
     if data_dir is None:
         raise ValueError("data_dir: CIFAR-10 is read from local files; pass the folder that holds them")
-    paths, reader = _cifar_paths(Path(data_dir), split)
+    paths, reader = _cifar_paths(Path(data_dir).expanduser(), split)
     images, labels = zip(*(reader(p) for p in paths))
     return np.concatenate(images), np.concatenate(labels)
 
@@ -392,7 +440,7 @@ def load_cifar10(data_dir, split: str = "train", kind: str = "continuous", seed:
     """CIFAR-10 from files the user already has, shape (N, 3, 32, 32) (or (N, 3072) with ``flatten``).
 
     Args:
-        data_dir: a folder holding ``data_batch_1.bin`` .. ``data_batch_5.bin`` and
+        data_dir: a folder (``~`` expanded) holding ``data_batch_1.bin`` .. ``data_batch_5.bin`` and
             ``test_batch.bin`` (the binary version: a label byte and 3,072 pixel
             bytes per image) or ``data_batch_1`` .. ``data_batch_5`` and
             ``test_batch`` (the python version, pickled dicts, read without
@@ -426,13 +474,14 @@ def load_cifar10_labels(data_dir, split: str = "train") -> torch.Tensor:
 
 # ---------------------------------------------------------------- registry
 
-@register_data("digits", kind="binary", description="sklearn 8x8 digits, binarized at 8 (64 dims)")
+@register_data("digits", kind="binary", description="sklearn 8x8 digits, binarized at 8 (64 dims)",
+               image_shape=(1, 8, 8))
 def _digits_binary(split="train", seed=0, data_dir=None, image=False):
     return load_digits(split, "binary", seed, image=image)
 
 
 @register_data("digits-continuous", kind="continuous",
-               description="sklearn 8x8 digits, dequantized to [0, 1) (64 dims, 17 levels)")
+               description="sklearn 8x8 digits, dequantized to [0, 1) (64 dims, 17 levels)", image_shape=(1, 8, 8))
 def _digits_continuous(split="train", seed=0, data_dir=None, image=False):
     return load_digits(split, "continuous", seed, image=image)
 
@@ -463,7 +512,8 @@ def _register_mnist(name, fashion):
             return x[:50000]
         return x[50000:] if split == "val" else x
 
-    register_data(name, kind="binary", description=f"{name} from local files, statically binarized")(load)
+    register_data(name, kind="binary", description=f"{name} from local files, statically binarized",
+                  image_shape=(1, 28, 28))(load)
 
 
 _register_mnist("mnist", False)
@@ -471,7 +521,8 @@ _register_mnist("fashion-mnist", True)
 
 
 @register_data("cifar10", kind="continuous",
-               description="CIFAR-10 from local files, dequantized to [0, 1) (3x32x32, 256 levels)")
+               description="CIFAR-10 from local files, dequantized to [0, 1) (3x32x32, 256 levels)",
+               image_shape=CIFAR_SHAPE)
 def _cifar10(split="train", seed=0, data_dir=None, image=False):
     """train: data batches 1-4 (40,000 images); val: data batch 5 (10,000); test: the test batch."""
     if split not in ("train", "val", "test"):

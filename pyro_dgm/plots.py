@@ -1,39 +1,58 @@
 """Figures: sample grids, reconstructions, latent scatter, loss curves, 2-D densities.
 
 Every function returns the matplotlib ``Figure`` and, given ``path``, also
-saves it (PNG at 120 dpi). Nothing is shown; use ``fig.show()`` in a notebook.
+saves it (at 120 dpi, in the format of the path's suffix: PNG,
+PDF, SVG, JPEG, ...). Nothing is shown; use ``fig.show()`` in a notebook.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
+from matplotlib.backend_bases import FigureCanvasBase
 
 from .checkpoint import write_atomic
 
-__all__ = ["save", "grid_columns", "sample_grid", "reconstructions", "latent_scatter", "pca_2d", "loss_curves",
-           "LOSS_UNITS", "density_2d", "scatter_2d"]
+__all__ = ["save", "figure_format", "grid_columns", "sample_grid", "reconstructions", "latent_scatter", "pca_2d",
+           "loss_curves", "LOSS_UNITS", "density_2d", "scatter_2d"]
+
+
+def figure_format(path) -> str:
+    """The file format of ``path`` from its suffix ("png" without one); ValueError for one matplotlib cannot write."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in supported:
+        raise ValueError(f"path: {str(path)!r}: cannot write a figure as .{suffix}; "
+                         f"use one of {', '.join('.' + k for k in sorted(supported))}")
+    return suffix
 
 
 def save(fig, path):
-    """Save ``fig`` as a PNG at 120 dpi (folders created) when ``path`` is given; return it.
+    """Save ``fig`` at 120 dpi (folders created) when ``path`` is given, in the format of its suffix
+    (PNG without one: .png, .pdf, .svg, .jpg, ... as matplotlib writes them); return it.
 
     The file is written whole or not at all (a temporary file renamed into place), so a crash
     while saving leaves the previous figure.
     """
     if path is not None:
-        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), "figure")
+        fmt = figure_format(path)
+        write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"), "figure")
     return fig
 
 
 def _as_images(x, image_shape=None):
     x = torch.as_tensor(x).detach().cpu().float()
     if image_shape is not None:
-        return x.reshape(-1, *image_shape)
+        x = x.reshape(-1, *image_shape)
+        if x.dim() == 3:  # (N, H, W): grey
+            return x
     if x.dim() == 4:
         return x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)
     side = int(math.isqrt(x.shape[-1]))
@@ -69,14 +88,17 @@ def _tile(imgs, ncol: int, pad: int = 1):
     return canvas.clamp(0, 1).numpy()
 
 
-def sample_grid(x, nrow: int = 10, title: str | None = None, path=None, image_shape=None):
+def sample_grid(x, nrow: int = 10, title: str | None = None, path=None, image_shape=None, columns=None):
     """A grid of images (N, D) with D a square, or (N, C, H, W), values in [0, 1], dark = 1.
 
     At most ``nrow`` images per row, every row full where a divisor of N
-    allows (:func:`grid_columns`); square pixels; the title right above.
+    allows (:func:`grid_columns`); exactly ``columns`` per row if given (the
+    last row partial: one column per class of a class-conditional grid);
+    square pixels; the title right above. ``image_shape`` ((C, H, W) or (H, W))
+    lays out flat examples.
     """
     imgs = _as_images(x, image_shape)
-    ncol = grid_columns(imgs.shape[0], nrow)
+    ncol = grid_columns(imgs.shape[0], nrow) if columns is None else min(columns, imgs.shape[0])
     canvas = _tile(imgs if imgs.dim() == 4 else 1 - imgs, ncol)  # grey images: ink dark on white
     height, width = canvas.shape[:2]
     fig, ax = plt.subplots(figsize=(max(2.5, width / 12), max(1.2, height / 12) + (0.35 if title else 0)),

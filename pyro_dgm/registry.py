@@ -57,6 +57,7 @@ class DataSpec:
     kind: str  # "binary", "continuous" or "points"
     load: Callable  # load(split, seed, data_dir=None) -> Tensor
     description: str = ""
+    image_shape: tuple | None = None  # (C, H, W) of its images (flat examples are drawn as these); None: not images
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -129,9 +130,9 @@ def register_model(name, *, family, data_kinds=("binary",), objective=None, fit_
     return deco
 
 
-def register_data(name, *, kind, description=""):
+def register_data(name, *, kind, description="", image_shape=None):
     def deco(load):
-        DATA[name] = DataSpec(name, kind, load, description)
+        DATA[name] = DataSpec(name, kind, load, description, None if image_shape is None else tuple(image_shape))
         return load
     return deco
 

@@ -133,3 +133,80 @@ def test_cifar_pickle_that_names_other_code_is_refused(tmp_path, monkeypatch):
     (tmp_path / "test_batch").write_bytes(pickle.dumps([1, 2], protocol=2))
     with pytest.raises(ValueError, match="holds a list, not a CIFAR-10 batch dict"):
         data.load_cifar10(tmp_path, "test")
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    _write_bin(tmp_path / "cifar", _batches())
+    return tmp_path / "cifar"
+
+
+def _train(model, folder, cifar_dir):
+    from pyro_dgm.cli import main
+
+    argv = ["train", "--model", model, "--data", "cifar10", "--data-dir", str(cifar_dir), "--steps", "2",
+            "--batch-size", "8", "--no-progress", "--out", str(folder)]
+    assert main(argv) == 0
+
+
+def test_a_flat_model_on_cifar_samples_a_grid_of_colour_images(tmp_path, cifar_dir, monkeypatch, capsys):
+    from pyro_dgm import plots
+    from pyro_dgm.cli import main
+
+    _train("vae", tmp_path / "vae", cifar_dir)
+    grids, sample_grid = [], plots.sample_grid
+    monkeypatch.setattr(plots, "sample_grid", lambda *a, **k: grids.append(sample_grid(*a, **k)) or grids[-1])
+    assert main(["sample", str(tmp_path / "vae"), "--num", "4"]) == 0, capsys.readouterr().err
+    assert torch.load(tmp_path / "vae" / "samples.pt", weights_only=True).shape == (4, 3072)
+    assert grids[0].axes[0].images[0].get_array().shape == (32, 4 * 33 - 1, 3)  # 4 RGB images of 32 x 32
+
+
+def test_a_gan_on_cifar_evaluates_by_mmd_and_says_the_classifier_is_for_digits(tmp_path, cifar_dir, capsys):
+    from pyro_dgm.cli import main
+
+    _train("gan", tmp_path / "gan", cifar_dir)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "gan")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "MMD^2" in out and "between 4 samples and the data, in pixel space" in out
+    assert "for the digits only" in out
+
+
+def test_a_relative_data_dir_is_recorded_absolute_and_evaluate_can_override_it(tmp_path, cifar_dir, monkeypatch,
+                                                                              capsys):
+    import json
+
+    from pyro_dgm.cli import main
+
+    monkeypatch.chdir(cifar_dir.parent)
+    _train("vae", tmp_path / "vae", "cifar")  # --data-dir cifar, relative to the working folder
+    assert json.loads((tmp_path / "vae" / "run.json").read_text())["data_dir"] == str(cifar_dir.resolve())
+    monkeypatch.chdir(tmp_path / "vae")
+    assert main(["evaluate", str(tmp_path / "vae"), "--num-particles", "2"]) == 0, capsys.readouterr().err
+    cifar_dir.rename(tmp_path / "moved")
+    assert main(["evaluate", str(tmp_path / "vae"), "--num-particles", "2"]) == 2
+    assert main(["evaluate", str(tmp_path / "vae"), "--num-particles", "2", "--data-dir", "../moved"]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+
+
+def test_a_data_dir_under_home_is_expanded(tmp_path, cifar_dir, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data.load_cifar10("~/cifar", "test").shape == (N, 3, 32, 32)
+    assert get_data("cifar10").load("test", 0, "~/cifar").shape == (N, 3072)
+
+
+def test_cifar_pickles_written_by_python_3_at_protocol_2_load(tmp_path):
+    batches = _batches(2)
+    for stem, (images, labels) in batches.items():
+        with open(tmp_path / stem, "wb") as f:
+            pickle.dump({b"data": images, b"labels": labels.tolist()}, f, protocol=2)  # bytes as _codecs.encode
+    assert b"_codecs" in (tmp_path / "test_batch").read_bytes()
+    levels, labels = _expected(batches, ["test_batch"])
+    assert torch.equal(data.load_cifar10(tmp_path, "test", kind="levels"), levels)
+    assert torch.equal(data.load_cifar10_labels(tmp_path, "test"), labels)
+
+
+def test_cifar_pickle_naming_another_codecs_function_is_refused(tmp_path):
+    (tmp_path / "test_batch").write_bytes(b"\x80\x02c_codecs\ndecode\nq\x00.")
+    with pytest.raises(ValueError, match="refused to load the global _codecs.decode"):
+        data.load_cifar10(tmp_path, "test")

@@ -358,3 +358,17 @@ def test_run_files_get_the_users_normal_mode(tmp_path):
         os.umask(old)
     for name in RUN_FILES:
         assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_train_stopped_by_sigint_says_that_resume_continues(tmp_path, monkeypatch, capsys):
+    def interrupt(self, state):  # as Ctrl-C during a step
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli.RunIdentity, "on_step_end", interrupt, raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        main(TRAIN + ["--steps", "5", "--out", str(tmp_path / "run")])
+    assert stopped.value.code == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert f"interrupted: the same command with --resume continues from {tmp_path / 'run' / 'checkpoint.pt'}" in err
+    monkeypatch.undo()
+    assert main(TRAIN + ["--steps", "5", "--out", str(tmp_path / "run"), "--resume"]) == 0

@@ -72,6 +72,51 @@ def test_a_run_recorded_before_an_option_existed_loads_with_the_value_it_was_bui
         "ConditionalAffineCoupling"  # today's default is the MAF
 
 
+DATA_OF_KIND = {"binary": "digits", "continuous": "digits-continuous", "points": "moons"}
+
+
+def _model_kinds():
+    registry._load_all()
+    return [(name, kind) for name, spec in sorted(registry.MODELS.items()) for kind in spec.data_kinds]
+
+
+@pytest.mark.parametrize("name, kind", _model_kinds())
+def test_load_run_rebuilds_the_model_that_was_trained_for_every_model_and_data_kind(name, kind, tmp_path):
+    """run.json's build_options give the builder's choices for the data kind (an autoregressive model's
+    Gaussian-mixture output on real values), not its class's defaults."""
+    spec = registry.get_model(name)
+    shape = (2,) if kind == "points" else (1, 8, 8) if spec.fit_defaults.get("image") else (64,)
+    module = spec.build(shape, kind)
+    meta = {"model": name, "data": DATA_OF_KIND[kind], "data_dir": None, "seed": 0, "model_options": {},
+            "build_options": cli._recorded_build_options(spec, {}), "event_shape": list(shape)}
+    cli.save_run(tmp_path, module.state_dict(), meta)
+    assert repr(load_run(tmp_path).module) == repr(module)
+
+
+@pytest.mark.parametrize("name, data", [("made", "digits-continuous"), ("fvsbn", "moons"),
+                                        ("pixelcnn", "digits-continuous")])
+def test_an_autoregressive_run_on_real_values_evaluates_and_samples(name, data, tmp_path, capsys):
+    run = tmp_path / name
+    assert main(["train", "--model", name, "--data", data, "--steps", "2", "--batch-size", "32", "--no-progress",
+                 "--out", str(run)]) == 0
+    assert load_run(run).meta["build_options"]["output"] is None  # the data kind's: a Gaussian mixture
+    assert main(["evaluate", str(run)]) == 0 and "bits/dim" in capsys.readouterr().out
+    assert main(["sample", str(run), "--num", "4"]) == 0
+
+
+def test_an_autoregressive_run_recorded_with_the_class_default_output_still_loads(tmp_path):
+    """Release 0.1.0 recorded output="bernoulli" (the class default) for a Gaussian-mixture model on real values."""
+    run = tmp_path / "made"
+    assert main(["train", "--model", "made", "--data", "digits-continuous", "--steps", "1", "--no-progress",
+                 "--model-option", "hidden=(16,)", "--out", str(run)]) == 0
+    meta = json.loads((run / "run.json").read_text())
+    meta["build_options"]["output"] = "bernoulli"  # as that release wrote it
+    (run / "run.json").write_text(json.dumps(meta))
+    assert type(load_run(run).module.output).__name__ == type(registry.get_model("made").build(
+        (64,), "continuous", hidden=(16,)).output).__name__ != type(registry.get_model("made").build(
+        (64,), "binary").output).__name__
+
+
 def test_objective_options_reach_the_objective():
     gan = registry.get_model("gan")
     module = gan.build((2,), "points")
@@ -193,6 +238,32 @@ def test_a_class_conditional_model_trains_on_labels_and_samples_each_class(tmp_p
     assert main(["train", "--model", "cflow", "--data", "cifar10", "--data-dir", str(tmp_path), "--steps", "1",
                  "--out", str(tmp_path / "no")]) == 2
     assert "is class-conditional and needs labels" in capsys.readouterr().err
+
+
+def test_class_conditional_samples_at_the_default_number_keep_one_class_per_column(tmp_path, monkeypatch):
+    from pyro_dgm import plots
+
+    run = tmp_path / "cvae"
+    assert main(TRAIN + ["--model", "cvae", "--out", str(run)]) == 0
+    grids, sample_grid = [], plots.sample_grid
+    monkeypatch.setattr(plots, "sample_grid", lambda *a, **k: grids.append(sample_grid(*a, **k)) or grids[-1])
+    assert main(["sample", str(run)]) == 0  # 64 draws, classes 0..9 in turn: 6 rows of 10 and one of 4
+    assert grids[0].axes[0].images[0].get_array().shape == (7 * 9 - 1, 10 * 9 - 1)
+
+
+def test_sample_writes_the_figure_in_the_format_of_its_suffix(tmp_path, capsys):
+    run = tmp_path / "b"
+    assert main(TRAIN + ["--model", "bernoulli", "--out", str(run)]) == 0
+    for _ in range(2):  # the second time replaces the first figure, a sample output of the run
+        assert main(["sample", str(run), "--num", "4", "--out", str(run / "s.pdf")]) == 0
+    assert (run / "s.pdf").read_bytes().startswith(b"%PDF")
+    assert main(["sample", str(run), "--num", "4", "--out", str(tmp_path / "s.jpg")]) == 0
+    assert (tmp_path / "s.jpg").read_bytes().startswith(b"\xff\xd8\xff")
+    capsys.readouterr()
+    assert main(["sample", str(run), "--num", "4", "--out", str(tmp_path / "new" / "s.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert "s.xyz': cannot write a figure as .xyz; use one of" in err and ".pdf" in err
+    assert not (tmp_path / "new").exists()  # refused before drawing
 
 
 def test_compile_and_device_reach_fit_and_only_rank_0_writes_the_run(tmp_path, monkeypatch):

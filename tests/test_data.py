@@ -1,4 +1,5 @@
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -90,6 +91,53 @@ def test_mnist_npz_and_missing_files(tmp_path):
         data.load_mnist(empty, "train")
     with pytest.raises(ValueError, match="data_dir: MNIST is read from local files"):
         get_data("mnist").load("train", 0, None)
+    floats = np.full((2, 28, 28), 0.5, np.float32)  # an .npz of pixels already in [0, 1] (before: / 255 again)
+    np.savez(tmp_path / "mnist.npz", x_train=floats, x_test=floats)
+    assert torch.allclose(data.load_mnist(tmp_path, "test", binarize=None), torch.full((2, 784), 0.5))
+
+
+def _idx_bytes(images):
+    return struct.pack(">HBB", 0, 8, images.ndim) + struct.pack(f">{images.ndim}I", *images.shape) + images.tobytes()
+
+
+IMAGES = _idx_bytes(np.zeros((3, 28, 28), np.uint8))
+BAD_MNIST = {  # name: (file name, content, what the error says)
+    "truncated": ("train-images-idx3-ubyte", IMAGES[:-100], r"has 2252 bytes of data, but its header's shape "
+                                                            r"3 x 28 x 28 needs 2352: the file is truncated"),
+    "trailing bytes": ("train-images-idx3-ubyte", IMAGES + b"\0", "has 2353 bytes of data"),
+    "empty": ("train-images-idx3-ubyte", b"", "not an IDX file of unsigned bytes: its header magic is missing"),
+    "two bytes": ("train-images-idx3-ubyte", b"\0\0", "not an IDX file of unsigned bytes: its header magic is 0000"),
+    "short header": ("train-images-idx3-ubyte", IMAGES[:9], "is truncated: 9 bytes, less than its 16-byte header"),
+    "html page": ("train-images-idx3-ubyte", b"<html>404</html>", "its header magic is 3c68746d"),
+    "truncated gzip": ("train-images-idx3-ubyte.gz", gzip.compress(IMAGES)[:-20], "is a truncated or corrupt gzip"),
+    "labels": ("train-images-idx3-ubyte", _idx_bytes(np.zeros(3, np.uint8)), "holds an array of shape 3; MNIST "
+                                                                            "images are N x 28 x 28"),
+    "32 x 32": ("train-images-idx3-ubyte", _idx_bytes(np.zeros((3, 32, 32), np.uint8)), "shape 3 x 32 x 32; MNIST"),
+    "corrupt npz": ("mnist.npz", b"PK\x03\x04garbage", "is not a readable .npz file"),
+    "not an npz": ("mnist.npz", b"hello", "is not a readable .npz file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MNIST)
+def test_a_bad_mnist_file_is_one_value_error_naming_the_file_and_the_fault(case, tmp_path, capsys):
+    from pyro_dgm.cli import main
+
+    name, content, message = BAD_MNIST[case]
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=f"data_dir: '{re.escape(str(tmp_path / name))}' .*{message}"):
+        data.load_mnist(tmp_path)
+    assert main(["train", "--model", "bernoulli", "--data", "mnist", "--data-dir", str(tmp_path), "--steps", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-dgm train: error: data_dir: ") and str(tmp_path / name) in err
+
+
+@pytest.mark.parametrize("name, content", [("train-images-idx3-ubyte.gz", IMAGES),
+                                           ("train-images-idx3-ubyte", gzip.compress(IMAGES))],
+                         ids=["plain named .gz", "gzipped named plain"])
+def test_an_idx_file_is_read_by_its_content_whatever_its_suffix(name, content, tmp_path):
+    (tmp_path / name).write_bytes(content)
+    assert data.load_mnist(tmp_path, binarize=None).shape == (3, 784)
 
 
 def test_checkerboard_fills_only_the_dark_squares():

@@ -63,3 +63,27 @@ def test_loss_curves_label_the_unit_and_draw_the_validation_curve():
     xs, ys = ax.lines[-1].get_data()
     assert list(xs) == [2.0, 4.0] and list(ys) == [2.5, 1.4]
     plt.close(fig)
+
+
+def test_flat_examples_are_drawn_in_the_given_image_shape():
+    fig = plots.sample_grid(torch.rand(3, 3072), image_shape=(3, 32, 32))
+    assert fig.axes[0].images[0].get_array().shape == (32, 3 * 33 - 1, 3)  # three RGB images in a row
+    plt.close(fig)
+    assert plots._as_images(torch.rand(2, 64), image_shape=(1, 8, 8)).shape == (2, 8, 8)
+
+
+def test_a_grid_with_given_columns_leaves_the_last_row_partial():
+    fig = plots.sample_grid(torch.rand(64, 64), nrow=10, columns=10)
+    assert fig.axes[0].images[0].get_array().shape == (7 * 9 - 1, 10 * 9 - 1)  # 6 full rows of 10 and 4
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("suffix, start", [(".pdf", b"%PDF"), (".jpg", b"\xff\xd8\xff"), (".svg", b"<?xml"),
+                                           (".png", b"\x89PNG")])
+def test_a_figure_is_saved_in_the_format_of_its_suffix(tmp_path, suffix, start):
+    fig = plots.sample_grid(torch.rand(4, 64), path=tmp_path / f"g{suffix}")
+    plt.close(fig)
+    assert (tmp_path / f"g{suffix}").read_bytes().startswith(start)
+    with pytest.raises(ValueError, match=r"cannot write a figure as \.xyz; use one of .*\.pdf"):
+        plots.save(fig, tmp_path / "g.xyz")
+    assert not (tmp_path / "g.xyz").exists()

@@ -50,8 +50,10 @@ def _output_for(data_kind):
 
 
 def _register(name, cls, description, defaults, fit_defaults, data_kinds=("binary", "continuous", "points")):
-    def build(event_shape, data_kind, **options):
-        return cls(event_shape, **{**defaults, **_output_for(data_kind), **options})
+    def build(event_shape, data_kind, output=None, **options):
+        # output=None: the data kind's (a named default, so run.json records None and a rebuild picks the same)
+        chosen = _output_for(data_kind) if output is None else {"output": output}
+        return cls(event_shape, **{**defaults, **chosen, **options})
 
     register_model(name, family="autoregressive", data_kinds=data_kinds, fit_defaults=fit_defaults,
                    description=description)(build)
