@@ -287,8 +287,14 @@ def to_arviz(model, guide=None, data=None, num_samples: int = 100, *, num_partic
     count("num_samples", num_samples)
     count("num_particles", num_particles)
     x, args = _batch(data, device_of(model))
-    if seed is not None:
-        torch.manual_seed(seed)
+    with shared_seed(OneProcess(), seed, x.device) as seed:  # seeded: on a fork, the caller's stream untouched
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _arviz_groups(model, guide, x, args, num_samples, num_particles, site, log_normalizer)
+
+
+def _arviz_groups(model, guide, x, args, num_samples, num_particles, site, log_normalizer):
+    """The groups of :func:`to_arviz`, drawn from the current random state."""
     n = x.shape[0]
     with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
         trace = trace_program(model, x, *args)

@@ -39,7 +39,8 @@ from torch import nn
 
 __all__ = ["call", "trace_program", "log_density", "sample_sites", "latent_sites", "observed_sites", "data_site",
            "resolve_site", "accepts_num_samples", "sample_program", "predictive_trace", "uncondition_site",
-           "module_of", "modules_of", "program_modules", "PyroParams", "announce", "fit_owns_parameters",
+           "module_of", "modules_of", "named_modules", "program_modules", "PyroParams", "announce",
+           "fit_owns_parameters",
            "DataPlateScale", "data_plate", "global_latents", "minibatch_plate", "subsampled_plate", "observed_item",
            "split_batch", "device_of"]
 
@@ -291,15 +292,39 @@ def module_of(program):
     return owner if isinstance(owner, nn.Module) else None
 
 
-def modules_of(*programs) -> list[nn.Module]:
-    """The ``nn.Module``\\ s that own the given programs, without repeats."""
+def modules_of(*programs, named: bool = True) -> list[nn.Module]:
+    """The ``nn.Module``\\ s that own the given programs, without repeats; with ``named``, also the networks
+    a plain-function program names (:func:`named_modules`), so that their mode, device and dtype follow."""
     found, seen = [], set()
     for program in programs:
         module = module_of(program) if program is not None else None
-        if module is not None and id(module) not in seen:
-            seen.add(id(module))
-            found.append(module)
+        candidates = [module] if module is not None else (named_modules(program) if named else [])
+        for m in candidates:
+            if id(m) not in seen:
+                seen.add(id(m))
+                found.append(m)
     return found
+
+
+def named_modules(program) -> list[nn.Module]:
+    """The ``nn.Module``\\ s a plain-function program names as globals or closure variables: its networks,
+    as a script writes ``pyro.module("flow", flow)`` with ``flow`` built beside the function.
+
+    Python keeps no link from ``pyro.module``'s call to the module (Pyro records only its parameters), so
+    the function's own names are read; a network reached only through another function is not found (its
+    parameters are still trained, as :class:`PyroParams`).
+    """
+    fn = inspect.unwrap(program) if callable(program) else None
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    values = [fn.__globals__.get(name) for name in code.co_names]
+    for cell in fn.__closure__ or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # a closure variable not yet assigned
+            pass
+    return [v for v in values if isinstance(v, nn.Module)]
 
 
 def device_of(obj) -> torch.device:
@@ -409,11 +434,28 @@ def program_modules(model, guide, x, args=()) -> list[nn.Module]:
         if model is not None:
             replayed = model if guide_trace is None else poutine.replay(model, trace=guide_trace)
             found.update(_param_sites(trace_program(replayed, x, *args)))
-    owners = modules_of(model, guide)
+    owners = modules_of(model, guide, named=False)
+    ids = {id(t) for t in found.values()}
+    # A network the program names is trained as a module (its buffers checkpointed, its mode set) when the
+    # program registers all its trainable parameters (pyro.module); one it only calls stays untrained.
+    named = [m for m in modules_of(model, guide) if _trainable(m) and all(id(p) in ids for p in _trainable(m))]
+    owners += _outermost(named, owners)
     owned = {id(p) for m in owners for p in m.parameters()}
     loose = [name for name, t in found.items()
              if id(t) not in owned and isinstance(t, torch.Tensor) and t.requires_grad]
     return owners + ([PyroParams(loose)] if loose else [])
+
+
+def _outermost(modules, owners):
+    """``modules`` less those inside another of them or inside an owner (a coupling in the flow's list)."""
+    def inside(m, others):
+        return any(m is not o and any(m is sub for sub in o.modules()) for o in others)
+
+    return [m for m in modules if all(m is not o for o in owners) and not inside(m, [*modules, *owners])]
+
+
+def _trainable(module):
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 # -- minibatches -----------------------------------------------------------------

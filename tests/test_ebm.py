@@ -254,6 +254,28 @@ def test_pcd_buffer_survives_checkpoint_resume(tmp_path):
     assert not torch.allclose(straight, run(3, False))
 
 
+@pytest.mark.parametrize("before, after", [(200, 500), (500, 200)])
+def test_pcd_resumed_with_another_buffer_size_uses_the_new_one(before, after, tmp_path):
+    """The resume warning says the new objective is used: the buffer takes the new size, the saved chains
+    first (before: an IndexError for a larger buffer, or the old 500 rows kept for a smaller one)."""
+    x = toy_2d("8gaussians", 256)
+    path = tmp_path / "pcd.pt"
+    torch.manual_seed(0)
+    ebm = EBM(EnergyMLP(2, hidden=(8,)), 2)
+    first = PersistentContrastiveDivergence(num_steps=2, buffer_size=before)
+    pyro_dgm.fit(ebm.model, None, x, objective=first, steps=3, batch_size=64, seed=0, progress=False, checkpoint=path)
+    saved = first.buffer.clone()
+    then = PersistentContrastiveDivergence(num_steps=2, buffer_size=after)
+    with pytest.warns(UserWarning, match="buffer_size=.*the new one is used"):
+        pyro_dgm.fit(ebm.model, None, x, objective=then, steps=3, batch_size=64, seed=0, progress=False,
+                     checkpoint=path, resume=True)
+    kept = min(before, after)
+    assert then.buffer.shape == (after, 2)
+    torch.testing.assert_close(then.buffer[:kept], saved[:kept])
+    then.load_state_dict(first.state_dict())  # and through a later resume the chains beyond the saved ones stay
+    assert then.buffer.shape == (after, 2)
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.25])
 def test_fce_trains_the_flow_as_the_adversary(weight):
     x = toy_2d("8gaussians", 512)

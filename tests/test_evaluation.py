@@ -73,3 +73,22 @@ def test_a_tuple_of_tensors_is_batched_together():
     y = x + torch.randn(7)
     exact = -dist.Normal(x, 1.0).log_prob(y).mean().item()
     assert pyro_dgm.evaluate(model, (x, y), batch_size=3)["nll"] == pytest.approx(exact, rel=1e-6)
+
+
+def test_a_seeded_evaluation_does_not_reseed_its_caller():
+    """evaluate(seed=0) draws on a fork of the random state: the caller's stream goes on as if it had not run,
+    so the next model of a loop gets new initial weights (before: torch.manual_seed(0) was left set and every
+    later model started alike); the seed still fixes the estimate."""
+    from pyro_dgm.models import VAE
+
+    vae = VAE(8, latent_dim=2, hidden=(8,))
+    x = torch.bernoulli(torch.rand(20, 8))
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    a = pyro_dgm.evaluate(vae.model, x, guide=vae.guide, num_particles=10, seed=0)["nll"]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert pyro_dgm.evaluate(vae.model, x, guide=vae.guide, num_particles=10, seed=0)["nll"] == a
+    assert pyro_dgm.evaluate(vae.model, x, guide=vae.guide, num_particles=10)["nll"] != a
+    state = torch.get_rng_state()
+    pyro_dgm.to_arviz(vae.model, vae.guide, x, num_samples=3, num_particles=4, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)

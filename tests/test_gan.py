@@ -445,3 +445,25 @@ def test_8gaussians_modes_covered_with_high_quality_samples(loss):
     cover = mode_coverage(gen.sample(2500), "8gaussians")
     assert cover["modes"] >= 7
     assert cover["high_quality"] >= 0.8
+
+
+def test_a_generator_site_without_rsample_is_refused_before_training():
+    """A Bernoulli data site cannot pass a gradient to the generator: refused at setup (before: 20 recorded
+    generator updates that left its weights unchanged)."""
+    import pyro
+    import pyro.distributions as dist
+
+    G = nn.Linear(2, 4)
+    critic = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1))
+
+    def generator(x):
+        pyro.module("G", G)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=G(z)).to_event(1), obs=x)
+
+    seen = []
+    with pytest.raises(ValueError, match="site 'x' has no reparametrized sample.*RelaxedBernoulliStraightThrough"):
+        pyro_dgm.fit(generator, None, torch.bernoulli(torch.full((128, 4), 0.8)), objective=Adversarial(critic),
+                     steps=20, progress=False, callbacks=[lambda s: seen.append(s.step)])
+    assert seen == []

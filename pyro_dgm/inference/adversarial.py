@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..checks import check_batch_shape, count, positive
-from ..programs import program_modules
+from ..programs import program_modules, trace_program
 from .objective import Objective
 
 __all__ = ["Adversarial", "FDivergence", "F_DIVERGENCES", "gradient_penalty", "r1_penalty", "LOSSES"]
@@ -288,11 +288,21 @@ class Adversarial(Objective):
             raise ValueError("critic: shares parameters with the generator; keep the critic out of the "
                              "generator module (pyro_dgm.models.GAN holds both)")
         check_batch_shape(model, batch)
+        self._refuse_unreparametrized(model, batch)
         fake = self.generate(batch.shape[0], batch)
         if fake.shape != batch.shape:
             raise ValueError(f"data: batch of shape {tuple(batch.shape)} does not match the shape "
                              f"{tuple(fake.shape)} of the generator's site 'x'")
         self._critic_out(batch)
+
+    def _refuse_unreparametrized(self, model, batch):
+        fn = trace_program(model, batch, *self.args).nodes[self.site]["fn"]
+        if not getattr(fn, "has_rsample", False):
+            raise ValueError(
+                f"model: the generator's site {self.site!r} has no reparametrized sample ({type(fn).__name__}: "
+                "has_rsample is False), so no gradient would reach the generator: give the site a Delta "
+                "at G(z) (dist.Delta or pyro.deterministic), a Normal, or for binary data a relaxed distribution "
+                "(dist.RelaxedBernoulliStraightThrough)")
 
     def param_groups(self):
         return {"critic": [self.critic], "generator": self._modules}

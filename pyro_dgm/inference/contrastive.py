@@ -210,8 +210,9 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        if "buffer" in state:
-            self.buffer = state["buffer"].to(self.buffer.device)
+        if "buffer" in state:  # resumed with another buffer_size: the first chains kept, fresh noise after them
+            saved = state["buffer"].to(self.buffer.device)[:self.buffer_size]
+            self.buffer = torch.cat([saved, self.buffer[saved.shape[0]:]])
 
     def __repr__(self):
         return (f"{super().__repr__()[:-1]}, buffer_size={self.buffer_size}, "

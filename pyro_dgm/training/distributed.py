@@ -154,13 +154,14 @@ def join(device):
 def shared_seed(ranks, seed: int | None, device: torch.device):
     """``with shared_seed(ranks, seed, device) as seed:`` ``seed``, or on several ranks without one, a
     seed rank 0 draws from its random stream, so that the ranks' estimates draw alike (after fit each
-    rank's stream is its own). The block then runs on a fork of the random state: the caller's
-    streams (a training run's, whose noise is per rank) go on afterwards as if it had not run."""
-    if seed is not None or ranks.world == 1:
+    rank's stream is its own). With either, the block runs on a fork of the random state: the caller's
+    streams (a training run's, whose noise is per rank; a loop's next model) go on afterwards as if it
+    had not run, so a seeded evaluation does not reseed its caller."""
+    if seed is None and ranks.world == 1:
         yield seed
         return
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # rank 0's draw too
-        yield ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
+        yield seed if seed is not None else ranks.broadcast(int(torch.randint(2**62, ())) if ranks.is_main else None)
 
 
 def of_the_group(device):
