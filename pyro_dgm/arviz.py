@@ -32,9 +32,9 @@ import xarray as xr
 from pyro import poutine
 
 from .distributions import UnnormalizedDistribution
-from .evaluation import (_in_plate, _log_p, _refuse_unscorable, _summed_out, per_example_log_prob,
-                         pointwise_log_likelihood, scores_of_batches, weighted_sites)
-from .runtime import eval_mode, on_device, repeat_rows, validation
+from .evaluation import (_in_plate, _log_p, _refuse_unscorable, _summed_out, estimate_log_normalizer,
+                         per_example_log_prob, pointwise_log_likelihood, scores_of_batches, weighted_sites)
+from .runtime import batches_of, eval_mode, on_device, repeat_rows, validation
 from .checks import count
 from .deprecation import renamed
 from .programs import (data_plate, device_of, global_latents, latent_sites, modules_of, observed_item,
@@ -169,6 +169,23 @@ def _check_scorable(fn, log_normalizer):
         _refuse_unscorable(fn)
 
 
+def _log_z(model, data, site, log_normalizer, dev):
+    """log Z: the number given, or for "grid" / "ais" estimated as :func:`~pyro_dgm.evaluate` estimates it
+    (on a tensor's rows, else on the first batch), once for all the batches."""
+    if not isinstance(log_normalizer, str):
+        return log_normalizer
+    x, args = split_batch(on_device(data, dev) if isinstance(data, torch.Tensor) else
+                          next(iter(batches_of(data, 500, dev))))
+    with eval_mode(modules_of(model)), validation(False):
+        with torch.no_grad():
+            trace = trace_program(model, x, *args)
+        fn = trace.nodes[resolve_site(trace, x, site, args)]["fn"]
+        if not isinstance(fn, UnnormalizedDistribution):
+            raise ValueError(f"log_normalizer: {log_normalizer!r} estimates the log Z of an unnormalized density; "
+                             f"this model's data site holds a normalized one ({type(fn).__name__}), which needs none")
+        return estimate_log_normalizer(fn, x, log_normalizer)[0]
+
+
 def _held_out(model, guide, x, args, num_particles, site, log_normalizer):
     """Per-example held-out ``log p(x_i)`` (shape (batch,)): exact, IWAE, posterior predictive, or ``-E - log Z``."""
     if log_normalizer is None:
@@ -270,7 +287,8 @@ def to_arviz(model, guide=None, data=None, num_samples: int = 100, *, num_partic
     * ``observed_data[site]``: the data.
 
     An unnormalized density (an EBM) at the data site is scored ``-E(x) -
-    log Z`` and needs ``log_normalizer=`` (log Z); without it, a ValueError.
+    log Z`` and needs ``log_normalizer=``: log Z, or ``"grid"`` / ``"ais"`` to
+    estimate it as :func:`~pyro_dgm.evaluate` does; without it, a ValueError.
 
     Example::
 
@@ -290,6 +308,7 @@ def to_arviz(model, guide=None, data=None, num_samples: int = 100, *, num_partic
     with shared_seed(OneProcess(), seed, x.device) as seed:  # seeded: on a fork, the caller's stream untouched
         if seed is not None:
             torch.manual_seed(seed)
+        log_normalizer = _log_z(model, x if not args else (x, *args), site, log_normalizer, x.device)
         return _arviz_groups(model, guide, x, args, num_samples, num_particles, site, log_normalizer)
 
 
@@ -369,10 +388,11 @@ def held_out_log_likelihood(model, data, guide=None, *, num_particles: int = 100
     dev = device_of(model)
     _batch(data, dev)  # the same checks of data as to_arviz
     ranks = of_the_group(dev) if all_ranks else OneProcess()
-    with shared_seed(ranks, seed, dev) as seed, torch.no_grad(), validation(False), \
-            eval_mode(modules_of(model, guide)):
-        values, _ = scores_of_batches(data, batch_size, dev, ranks, seed, lambda x, args: _held_out(
-            model, guide, x, args, num_particles, site, log_normalizer))
+    with shared_seed(ranks, seed, dev) as seed:
+        log_normalizer = _log_z(model, data, site, log_normalizer, dev)
+        with torch.no_grad(), validation(False), eval_mode(modules_of(model, guide)):
+            values, _ = scores_of_batches(data, batch_size, dev, ranks, seed, lambda x, args: _held_out(
+                model, guide, x, args, num_particles, site, log_normalizer))
     return values.numpy()
 
 

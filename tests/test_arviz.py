@@ -308,3 +308,27 @@ def test_bad_data():
         pyro_dgm.compare({"m": FactorizedBernoulli(4).model}, torch.zeros(3, 4), num_particles=0)
     with pytest.raises(ValueError, match="site"):  # a tutorial program whose data site is "obs", asked for "y"
         pyro_dgm.to_arviz(tutorial_model, None, torch.zeros(3), site="y")
+
+
+def test_to_arviz_and_compare_estimate_an_ebm_s_log_z_as_evaluate_does():
+    """log_normalizer="grid", which the refusal recommends, works in to_arviz and compare as in evaluate
+    (before: "could not convert string to float: 'grid'"); on an energy that is exactly N(0, I)."""
+    from pyro_dgm.distributions import UnnormalizedDistribution
+
+    def ebm(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", UnnormalizedDistribution(lambda v: 0.5 * v.pow(2).sum(-1), torch.Size([2])), obs=x)
+
+    def gauss(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1), obs=x)
+
+    torch.manual_seed(0)
+    x = torch.randn(50, 2)
+    exact = dist.Normal(0.0, 1.0).log_prob(x).sum(-1)
+    idata = pyro_dgm.to_arviz(ebm, None, x, log_normalizer="grid")
+    np.testing.assert_allclose(idata.log_likelihood["x"].values.reshape(-1), exact.numpy(), atol=1e-3)
+    table = pyro_dgm.compare({"ebm": ebm, "gauss": gauss}, x, log_normalizers={"ebm": "grid"})
+    assert table.loc["ebm", "elpd"] == pytest.approx(table.loc["gauss", "elpd"], abs=0.05)
+    with pytest.raises(ValueError, match="'grid' estimates the log Z of an unnormalized density"):
+        pyro_dgm.to_arviz(gauss, None, x, log_normalizer="grid")
