@@ -130,6 +130,10 @@ def pointwise_log_likelihood(model, x, guide=None, num_particles: int = 1, args=
     _refuse_unscorable(trace.nodes[site]["fn"])
     if guide is None:
         latent = latent_sites(trace)
+        if latent and _implicit(trace.nodes[site]["fn"]):
+            raise ValueError(f"model: the data site {site!r} is a Delta at G(z) (an implicit model, such as a GAN's "
+                             "generator), which has no density to score; pyro_dgm.evaluate scores it by sample "
+                             "metrics (MMD^2) on a tensor of data")
         if latent:
             raise ValueError(f"guide: the model has latent sites {latent}; pass a guide for the IWAE bound")
         return per_example_log_prob(trace, x.shape[0])

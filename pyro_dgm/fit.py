@@ -351,6 +351,9 @@ def fit(
     optimizer, scheduler = check_scheduling(optimizer, scheduler)
     objective = _check_objective(objective)
     compile_with = compile_options(compile)
+    if compile_with is not None and getattr(objective, "double_backward", False):
+        raise ValueError(f"compile: {objective!r} differentiates a gradient (a double backward), which torch.compile "
+                         "does not support; train it with compile=False")
     if site is not None and not isinstance(site, str):
         raise ValueError(f"site: expected the name of a sample site (a str), got {site!r}")
     bad = [m for m in (modules or []) if not isinstance(m, nn.Module)]

@@ -43,3 +43,23 @@ def test_compile_refuses_what_it_cannot_pass_to_torch_compile():
     vae = VAE(4, latent_dim=2, hidden=(8,))
     with pytest.raises(ValueError, match="compile: expected True, False or a dict"):
         pyro_dgm.fit(vae.model, vae.guide, torch.zeros(8, 4), steps=1, compile="yes", progress=False)
+
+
+def test_compile_refuses_an_objective_that_differentiates_a_gradient_before_training():
+    """wgan-gp, R1 and score matching of an EBM need a double backward, which torch.compile does not support
+    (before: raw torch errors at the first step)."""
+    from pyro_dgm.inference import Adversarial, ScoreMatching
+    from pyro_dgm.models import EBM, EnergyMLP, MLPCritic, MLPGenerator
+
+    x = torch.randn(32, 2)
+    gan = MLPGenerator(2, latent_dim=2, hidden=(8,))
+    ebm = EBM(EnergyMLP(2, hidden=(8,)), 2)
+    cases = [(gan.model, Adversarial(MLPCritic(2, hidden=(8,)), loss="wgan-gp")),
+             (gan.model, Adversarial(MLPCritic(2, hidden=(8,)), loss="ns", r1_weight=1.0)),
+             (ebm.model, ScoreMatching("exact"))]
+    for model, objective in cases:
+        with pytest.raises(ValueError, match="compile: .*double backward.*compile=False"):
+            pyro_dgm.fit(model, None, x, objective=objective, steps=1, compile=True, progress=False)
+    r = pyro_dgm.fit(gan.model, None, x, objective=Adversarial(MLPCritic(2, hidden=(8,)), loss="ns"), steps=1,
+                     progress=False, compile=False)
+    assert len(r.losses["critic"]) == 1

@@ -467,3 +467,14 @@ def test_a_generator_site_without_rsample_is_refused_before_training():
         pyro_dgm.fit(generator, None, torch.bernoulli(torch.full((128, 4), 0.8)), objective=Adversarial(critic),
                      steps=20, progress=False, callbacks=[lambda s: seen.append(s.step)])
     assert seen == []
+
+
+def test_scoring_a_gan_s_density_says_it_has_none():
+    """to_arviz, compare and evaluate on a Dataset: a Delta generator has no density (before: "pass a guide for
+    the IWAE bound", which no guide could satisfy)."""
+    gen = MLPGenerator(2, latent_dim=2, hidden=(8,))
+    x = torch.randn(20, 2)
+    for score in (lambda: pyro_dgm.to_arviz(gen.model, None, x), lambda: pyro_dgm.compare({"gan": gen.model}, x),
+                  lambda: pyro_dgm.evaluate(gen.model, torch.utils.data.TensorDataset(x))):
+        with pytest.raises(ValueError, match="is a Delta at G\\(z\\).*no density"):
+            score()

@@ -295,6 +295,11 @@ class Adversarial(Objective):
                              f"{tuple(fake.shape)} of the generator's site 'x'")
         self._critic_out(batch)
 
+    @property
+    def double_backward(self) -> bool:
+        """A gradient penalty (wgan-gp, R1) differentiates the critic's gradient."""
+        return self.gp_weight is not None or self.r1_weight is not None
+
     def _refuse_unreparametrized(self, model, batch):
         fn = trace_program(model, batch, *self.args).nodes[self.site]["fn"]
         if not getattr(fn, "has_rsample", False):

@@ -232,6 +232,7 @@ class ScoreMatching(_EnergyObjective):
     """
 
     _METHODS = ("exact", "hutchinson", "sliced", "denoising")
+    double_backward = True  # the score is -grad_x E, taken with create_graph
 
     def __init__(self, method: str = "exact", num_projections: int = 1, sigma: float = 0.1):
         if method not in self._METHODS:

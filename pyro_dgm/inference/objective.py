@@ -53,6 +53,7 @@ class Objective:
     num_data = None
     plate = None  # the data plate's name, when minibatches must be scaled by N/B (see DataPlateScale)
     subsampled = False  # the program subsamples its data plate of size N itself: Pyro counts it N/B times
+    double_backward = False  # the loss differentiates a gradient (torch.compile cannot train it)
 
     def setup(self, model, guide, batch):
         self.model, self.guide = model, guide

@@ -226,6 +226,8 @@ class SlicedScoreMatching(_LadderObjective):
         2
     """
 
+    double_backward = True  # the projected Jacobian v^T d(v^T s)/dx, taken with create_graph
+
     def __init__(self, sigmas=None, num_projections: int = 1, variance_reduced: bool = False):
         super().__init__(sigmas)
         self.num_projections = count("num_projections", num_projections)
