@@ -880,16 +880,7 @@ def test_a_pyro_scheduler_is_taken_as_svi_takes_it():
     """optimizer=pyro.optim.ExponentialLR({...}): its optimizer and its scheduler, stepped every epoch
     (before: TypeError "'Adam' object is not iterable" as scheduler=, refused as optimizer=)."""
     data = torch.cat([torch.ones(60), torch.zeros(40)])
-
-    def model(data):
-        f = pyro.sample("f", dist.Beta(10.0, 10.0))
-        with pyro.plate("data", len(data)):
-            pyro.sample("obs", dist.Bernoulli(f), obs=data)
-
-    def guide(data):
-        a = pyro.param("a", torch.tensor(15.0), constraint=constraints.positive)
-        pyro.sample("f", dist.Beta(a, pyro.param("b", torch.tensor(15.0), constraint=constraints.positive)))
-
+    model, guide = coin_model, coin_guide
     scheduler = pyro.optim.ExponentialLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.05},
                                           "gamma": 0.5})
     r = pyro_dgm.fit(model, guide, data, epochs=3, batch_size=50, optimizer=scheduler, progress=False)

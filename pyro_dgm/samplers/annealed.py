@@ -71,8 +71,10 @@ class AnnealedLangevin:
     Args:
         sigmas: the ladder, descending.
         steps_per_level: T.
-        step_size: :math:`\\epsilon` (2e-5 for :math:`\\sigma_L = 0.01` in the paper; the paper's
-            ``step_lr``, still accepted as a deprecated name).
+        step_size: :math:`\\epsilon` (the paper's ``step_lr``, still accepted as a deprecated name).
+            Default :math:`0.2\\, \\sigma_L^2`, so that :math:`\\alpha_i = 0.2\\, \\sigma_i^2` at every
+            level whatever the ladder: the paper's 2e-5 at its :math:`\\sigma_L = 0.01`. (A fixed 2e-5 on a
+            ladder ending at 0.05 is 25 times too small a step: the chains do not reach the density.)
 
     Example::
 
@@ -85,10 +87,10 @@ class AnnealedLangevin:
     step_lr = renamed_attribute("step_size", "step_lr")
 
     @renamed(step_lr="step_size")
-    def __init__(self, sigmas, steps_per_level: int = 100, step_size: float = 2e-5, denoise: bool = True):
+    def __init__(self, sigmas, steps_per_level: int = 100, step_size: float | None = None, denoise: bool = True):
         self.sigmas = [float(s) for s in as_sigmas(sigmas)]
         self.steps_per_level = count("steps_per_level", steps_per_level)
-        self.step_size = positive("step_size", step_size)
+        self.step_size = 0.2 * self.sigmas[-1] ** 2 if step_size is None else positive("step_size", step_size)
         self.denoise = bool(denoise)
 
     def __call__(self, score, shape, *, device=None, dtype=None):
