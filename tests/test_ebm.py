@@ -380,3 +380,17 @@ def test_objectives_samplers_and_partition_run_on_cuda():
     est = ais_log_partition(ebm.energy, ebm.base_distribution(), num_chains=8, num_temps=3)
     assert math.isfinite(est.log_z)
     assert math.isfinite(grid_log_partition(ebm.energy, device="cuda", num_points=50))
+
+
+def test_a_user_s_energy_given_data_of_another_shape_says_so():
+    """UnnormalizedDistribution(E, (2,)) with examples of shape (3,): a clear error before any step (before:
+    "shape '[64]' is invalid for input of size 96" from inside the energy's reshape)."""
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", UnnormalizedDistribution(lambda v: 0.5 * v.pow(2).sum(-1), torch.Size([2])), obs=x)
+
+    x = torch.randn(64, 3)
+    with pytest.raises(ValueError, match=r"each example has shape \(3,\), but the energy's event_shape is \(2,\)"):
+        pyro_dgm.fit(model, None, x, objective=ScoreMatching(), steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"each example has shape \(3,\)"):
+        pyro_dgm.evaluate(model, x, log_normalizer=0.0)

@@ -589,3 +589,20 @@ def test_maf_batch_norm_is_registered_trained_saved_and_switched_to_eval():
 def test_normalizing_batchnorm_log_det_matches_autograd(data, seed):
     t, x = normalizing_batchnorm(data.draw, seed)
     check_transform(t, x)
+
+
+def test_a_flow_without_an_inverse_is_refused_for_maximum_likelihood():
+    """Pyro's planar flow scores only its own samples: refused with the reason (before: Pyro's KeyError about
+    its intermediates cache at the first step)."""
+    import pyro.distributions.transforms as T
+
+    planar = T.planar(2)
+    base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
+
+    def model(x):
+        pyro.module("planar", planar)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.TransformedDistribution(base, [planar]), obs=x)
+
+    with pytest.raises(ValueError, match="transform without an inverse.*invertible one"):
+        pyro_dgm.fit(model, None, torch.randn(32, 2), steps=1, progress=False)

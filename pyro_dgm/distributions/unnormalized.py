@@ -62,7 +62,11 @@ class UnnormalizedDistribution(TorchDistribution):
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """E(x), one value per example: shape ``x.shape[:-len(event_shape)]``."""
-        lead = x.shape[:x.dim() - len(self.event_shape)]
+        k = len(self.event_shape)
+        if x.dim() < k or tuple(x.shape[x.dim() - k:]) != tuple(self.event_shape):
+            raise ValueError(f"x: each example has shape {tuple(x.shape[1:])}, but the energy's event_shape is "
+                             f"{tuple(self.event_shape)} (a batch of shape {tuple(x.shape)})")
+        lead = x.shape[:x.dim() - k]
         return self._energy(x.reshape(-1, *self.event_shape)).reshape(lead)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ class MaximumLikelihood(Objective):
         super().setup(model, guide, batch)
         trace = check_program_on_batch(model, batch, self.site, self.args)
         refuse_unnormalized(trace.nodes[self.site]["fn"], "objective")
+        _refuse_without_inverse(trace.nodes[self.site])
         latent = latent_sites(trace)
         if latent:
             raise ValueError(
@@ -58,6 +59,20 @@ class MaximumLikelihood(Objective):
         with self.scaled():
             trace = self.trace(self.model, batch)
         return -trace.log_prob_sum() / self.examples(batch)
+
+
+def _refuse_without_inverse(site):
+    """A ValueError for a flow whose transforms cannot invert data (Pyro's planar and radial flows compute
+    x -> z only for the z they drew themselves, so log p(data) has no value; Pyro raises a KeyError)."""
+    try:
+        site["fn"].log_prob(site["value"])
+    except KeyError as err:
+        if "intermediates cache" not in str(err):
+            raise
+        raise ValueError(f"model: the flow at site {site['name']!r} has a transform without an inverse ({err}): "
+                         "the density of data cannot be computed, so it cannot be trained by maximum likelihood; "
+                         "use an invertible one (affine_coupling, spline_coupling, affine_autoregressive, ...) or "
+                         "put it in a guide, where Pyro only scores its own samples") from None
 
 
 def _kl_not_analytic(model, guide, batch, args=()) -> str | None:
