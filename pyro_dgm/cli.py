@@ -628,7 +628,7 @@ def cmd_list(args):
 
 
 class RunIdentity:
-    """What a run trains (model, data, seed), kept in fit's checkpoint as a callback's state.
+    """What a run trains (model, data, seed, EMA, model options), kept in fit's checkpoint as a callback's state.
 
     fit saves every callback's ``state_dict`` in the checkpoint and hands it
     back to ``load_state_dict`` on resume, before the first step: there a run
@@ -651,11 +651,27 @@ class RunIdentity:
                              "settings, or train afresh with --overwrite")
 
 
-def _resumed_options(out: Path, options: dict, given: bool) -> dict:
-    """A resumed run keeps the model options of its run.json; other ones given anew are refused."""
-    if not (out / RUN_FILE).is_file():
+def _checkpoint_identity(path: Path) -> dict:
+    """The :class:`RunIdentity` state in the checkpoint at ``path`` ({} if it has none)."""
+    from .checkpoint import load
+
+    state = load(path, map_location="cpu")
+    for kind, saved in zip(state.get("callback_kinds") or [], state.get("callbacks", [])):
+        if kind.endswith(".RunIdentity"):
+            return saved
+    return {}
+
+
+def _resumed_options(out: Path, options: dict, given: bool, identity: dict) -> dict:
+    """A resumed run keeps the model options it was trained with, those of the checkpoint it resumes (an
+    interrupted --overwrite leaves the old run's run.json beside the new checkpoint), else of its run.json;
+    other ones given anew are refused."""
+    if "model_options" in identity:
+        recorded = dict(identity["model_options"])
+    elif (out / RUN_FILE).is_file():
+        recorded = {k: _from_json(v) for k, v in _read_meta(out / RUN_FILE).get("model_options", {}).items()}
+    else:
         return options
-    recorded = {k: _from_json(v) for k, v in _read_meta(out / RUN_FILE).get("model_options", {}).items()}
     if given and recorded != {k: _from_json(v) for k, v in options.items()}:
         raise UsageError(f"--model-option: the run in {str(out)!r} was trained with {recorded}; "
                          "resume it with those (or none), or train afresh with --overwrite")
@@ -673,8 +689,11 @@ def cmd_train(args):
     out = Path(args.out or f"runs/{args.model}-{args.data}")
     options = parse_model_options(registry.get_model(args.model), args.model_option)
     check_train_folder(out, args.resume, args.overwrite)
-    if args.resume:
-        options = _resumed_options(out, options, given=bool(args.model_option))
+    identity = {"model": args.model, "data": args.data, "seed": args.seed, "ema": args.ema}
+    if args.resume:  # the checkpoint's identity first: other data is named before any shape disagrees
+        saved = _checkpoint_identity(out / CKPT_FILE)
+        RunIdentity(**identity).load_state_dict(saved)
+        options = _resumed_options(out, options, bool(args.model_option), saved)
     args.data_dir = _absolute_dir(args.data_dir)
     pyro.set_rng_seed(args.seed)  # before the model is built: its initial weights are part of the run
     spec, module, x, dspec, image = build_run(args.model, args.data, args.data_dir, args.seed, options)
@@ -688,7 +707,7 @@ def cmd_train(args):
     model, guide = _programs(module)
     t0 = time.perf_counter()
     data = x if y is None else torch.utils.data.TensorDataset(x, y)  # batches (x, y): model(x, y)
-    callbacks = [RunIdentity(model=args.model, data=args.data, seed=args.seed, ema=args.ema)]
+    callbacks = [RunIdentity(**identity, model_options=options)]
     if args.ema is not None:
         callbacks.append(WeightAverage(module, decay=args.ema))
     with _resume_hint(out):

@@ -367,3 +367,21 @@ def test_a_registered_objective_refuses_an_option_it_does_not_take(name, option,
     with pytest.raises(ValueError, match=re.escape(f"model {name!r}'s objective: no option(s) [{typo!r}]; "
                                                    f"its options are {accepted}")):
         spec.objective(module=module, data_kind="points", **{typo: 1})
+
+
+def test_an_interrupted_overwrite_resumes_with_the_options_of_its_checkpoint(tmp_path, capsys):
+    """An --overwrite stopped before its end leaves the old run's run.json beside the new checkpoint: --resume
+    takes the options of the checkpoint it resumes (before: the old run.json's, so latent_dim=8 was refused
+    as "trained with {'latent_dim': 4}" and a plain --resume failed on the weights' shapes)."""
+    run = tmp_path / "vae"
+    assert main(TRAIN + ["--model", "vae", "--model-option", "latent_dim=4", "--out", str(run)]) == 0
+    old_meta = (run / "run.json").read_bytes()
+    assert main(TRAIN + ["--model", "vae", "--model-option", "latent_dim=8", "--out", str(run), "--overwrite"]) == 0
+    (run / "run.json").write_bytes(old_meta)  # as the interrupted overwrite left it: only the checkpoint is new
+    resume = ["train", "--data", "digits", "--steps", "6", "--batch-size", "32", "--no-progress", "--model", "vae",
+              "--out", str(run), "--resume"]
+    assert main(resume + ["--model-option", "latent_dim=8"]) == 0
+    assert load_run(run).meta["model_options"] == {"latent_dim": 8}
+    assert main(resume[:resume.index("6")] + ["7"] + resume[resume.index("6") + 1:]) == 0  # options from it
+    assert main(resume[:-1] + ["--data", "digits-continuous", "--resume"]) == 2
+    assert "--data digits (now digits-continuous)" in capsys.readouterr().err  # named before any shape
