@@ -51,15 +51,14 @@ def _summed_out(model_trace, guide_trace, plate=None):
             and model_trace.nodes[n]["infer"].get("enumerate") == "parallel"]
 
 
-def _log_p_enumerated(model, guide_trace, x, args, sites, batch_size):
+def _log_p_enumerated(model, plain, guide_trace, x, args, sites, batch_size):
     """Per-example ``log sum_k p(sites, k)``, shape (batch,): the model replayed on ``guide_trace`` with its
     enumerated sites k summed out exactly (``poutine.enum``, as TraceEnum_ELBO sums them in training).
 
     Each example's enumerated sites must sit in its data plate (a discrete assignment per example), so
     that the sum over them factorizes per example; a global enumerated site is refused.
     """
-    replayed = poutine.replay(model, trace=guide_trace)
-    plain = trace_program(replayed, x, *args)
+    replayed = poutine.replay(model, trace=guide_trace)  # ``plain``: its trace without enumeration
     frames = [f for n in sample_sites(plain) for f in plain.nodes[n]["cond_indep_stack"] if f.vectorized]
     nesting = max((-f.dim for f in frames), default=0)
     data_dims = {f.dim for f in frames if f.size == batch_size}
@@ -81,7 +80,7 @@ def _log_p(model, model_trace, guide_trace, x, args, batch_size, plate=None):
     """Per-example log p of the weighted sites (in ``plate``, if given), enumerated sites summed out."""
     sites = weighted_sites(model_trace, guide_trace, plate)
     if _summed_out(model_trace, guide_trace, plate):
-        return _log_p_enumerated(model, guide_trace, x, args, sites, batch_size)
+        return _log_p_enumerated(model, model_trace, guide_trace, x, args, sites, batch_size)
     return per_example_log_prob(model_trace, batch_size, sites)
 
 

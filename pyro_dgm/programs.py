@@ -320,10 +320,8 @@ def named_modules(program) -> list[nn.Module]:
         return []
     values = [fn.__globals__.get(name) for name in code.co_names]
     for cell in fn.__closure__ or ():
-        try:
+        with contextlib.suppress(ValueError):  # a closure variable not yet assigned
             values.append(cell.cell_contents)
-        except ValueError:  # a closure variable not yet assigned
-            pass
     return [v for v in values if isinstance(v, nn.Module)]
 
 
